@@ -1,0 +1,48 @@
+"""Who is calling: an application (API key or HTTP Basic) or an official (session token)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from aiohttp import web
+
+from signserver.core.auth import SESSION_TOKEN_PREFIX, Authenticator
+from signserver.core.context import utc_now
+from signserver.core.errors import AuthenticationFailed
+from signserver.store.records import Application, Official
+
+__all__ = ["require_application", "require_official", "bearer_token"]
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def require_application(request: web.Request) -> Application:
+    authenticator: Authenticator = request.app["authenticator"]
+    token = bearer_token(request) or request.headers.get("X-API-Key")
+    if token and not token.startswith(SESSION_TOKEN_PREFIX):
+        return await authenticator.application_by_api_key(token)
+
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            username, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthenticationFailed() from None
+        return await authenticator.application_by_password(username, password)
+    raise AuthenticationFailed()
+
+
+async def require_official(request: web.Request) -> Official:
+    token = bearer_token(request)
+    if not token or not token.startswith(SESSION_TOKEN_PREFIX):
+        raise AuthenticationFailed("session_invalid")
+    authenticator: Authenticator = request.app["authenticator"]
+    return await authenticator.official_by_session(token, utc_now())

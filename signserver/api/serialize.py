@@ -1,0 +1,85 @@
+"""JSON shapes of the native API's resources."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from signserver.store.records import AuditRecord, Credential, SignRequest
+
+__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso"]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def sign_request_json(request: SignRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request.id,
+        "state": request.state,
+        "state_reason": request.state_reason,
+        "dossier_code": request.dossier_code,
+        "title": request.title,
+        "document_type": request.document_type,
+        "application_id": request.application_id,
+        "signer": {"credential_id": request.credential_id, "approver_official_id": request.approver_official_id},
+        "format": request.signature_format,
+        "level": request.signature_level,
+        "reason": request.reason,
+        "location": request.location,
+        "placement": json.loads(request.placement_json) if request.placement_json else None,
+        "document": {
+            "name": request.document_name,
+            "sha256": request.document_sha256,
+            "size": request.document_size,
+            "page_count": request.page_count,
+        },
+        "created_at": iso(request.created_at),
+        "expires_at": iso(request.expires_at),
+        "decided_at": iso(request.decided_at),
+        "approval_id": request.approval_id,
+        "rejection_reason": request.rejection_reason,
+        "links": {
+            "self": f"/api/v1/sign-requests/{request.id}",
+            "document": f"/api/v1/sign-requests/{request.id}/document",
+        },
+    }
+    if request.signed_sha256:
+        body["signed_document"] = {"sha256": request.signed_sha256, "signed_at": iso(request.signed_at)}
+        body["links"]["signed_document"] = f"/api/v1/sign-requests/{request.id}/signed-document"
+    return body
+
+
+def credential_json(credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.id,
+        "kind": credential.kind,
+        "display_name": credential.display_name,
+        "signer_title": credential.signer_title,
+        "agency": credential.agency,
+        "key_type": credential.key_type,
+        "key_size": credential.key_size,
+        "certificate_serial": credential.cert_serial_hex,
+        "approver_official_id": credential.approver_official_id,
+        "status": credential.status,
+    }
+
+
+def audit_record_json(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "seq": record.seq,
+        "recorded_at": record.recorded_at.isoformat(),
+        "actor_type": record.actor_type,
+        "actor_id": record.actor_id,
+        "action": record.action,
+        "request_id": record.request_id,
+        "dossier_code": record.dossier_code,
+        "document_sha256": record.document_sha256,
+        "key_id": record.key_id_hex,
+        "certificate_serial": record.cert_serial_hex,
+        "details": json.loads(record.details_json),
+        "hash": record.hash,
+        "prev_hash": record.prev_hash,
+    }

@@ -1,0 +1,98 @@
+"""Streaming of multipart uploads to disk, hashing as the bytes arrive.
+
+The document is never held in memory whole: each chunk is hashed and written
+to a temporary file under the data directory, and the body-size limit is
+enforced while reading, so an oversized upload stops early with 413.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from signserver.core.submission import UploadedDocument
+from signserver.errors import InvalidInput, PayloadTooLarge
+
+__all__ = ["read_sign_request_upload"]
+
+CHUNK_SIZE = 256 * 1024
+MAX_METADATA_BYTES = 64 * 1024
+
+
+async def _read_metadata(part: BodyPartReader) -> Any:
+    raw = await part.read(decode=True)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidInput("metadata_invalid", reason=f"larger than {MAX_METADATA_BYTES} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
+
+
+async def _stream_document(part: BodyPartReader, directory: Path, limit: int) -> UploadedDocument:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{secrets.token_hex(12)}.upload"
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "wb") as handle:
+            while chunk := await part.read_chunk(CHUNK_SIZE):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(limit=limit)
+                digest.update(chunk)
+                handle.write(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    name = os.path.basename(part.filename or "document.pdf")[:255] or "document.pdf"
+    return UploadedDocument(path=path, name=name, sha256=digest.hexdigest(), size=size)
+
+
+async def read_sign_request_upload(request: web.Request, incoming_dir: Path, limit: int) -> tuple[Any, UploadedDocument]:
+    """Read a multipart body with a ``metadata`` JSON part and a ``document`` file part, in any order."""
+    declared = request.content_length
+    if declared is not None and declared > limit + MAX_METADATA_BYTES:
+        raise PayloadTooLarge(limit=limit)
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("unsupported_media_type", content_type=request.content_type,
+                           expected="multipart/form-data (metadata + document)")
+
+    metadata: Any = None
+    document: UploadedDocument | None = None
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "metadata":
+                metadata = await _read_metadata(part)
+            elif part.name == "document":
+                if document is not None:
+                    raise InvalidInput("invalid_request", reason="more than one document part")
+                document = await _stream_document(part, incoming_dir, limit)
+            else:
+                await part.release()
+    except (ValueError, AssertionError) as exc:
+        if document is not None:
+            document.path.unlink(missing_ok=True)
+        raise InvalidInput("invalid_request", reason=f"malformed multipart body ({exc})") from None
+    except BaseException:
+        if document is not None:
+            document.path.unlink(missing_ok=True)
+        raise
+
+    if document is None:
+        raise InvalidInput("document_missing")
+    if metadata is None:
+        document.path.unlink(missing_ok=True)
+        raise InvalidInput("field_missing", field="metadata")
+    return metadata, document

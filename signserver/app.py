@@ -1,0 +1,138 @@
+"""Wiring: open the HSM and the store, build the core, and assemble the aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from asn1crypto import pem, x509
+
+import hsm
+from signserver.api import officials, operations, sign_requests
+from signserver.api.problems import error_middleware
+from signserver.config import Settings
+from signserver.core.auth import Authenticator
+from signserver.core.context import CoreContext
+from signserver.core.decisions import expire_due_requests
+from signserver.core.policy import load_policies
+from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
+from signserver.hsm_bridge import HsmSecretBox, signing_key_for
+from signserver.pades_backend import PadesChecker, PadesDocumentSigner
+from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
+from signserver.store.db import Store
+from signserver.store.migrate import upgrade_to_head
+
+__all__ = ["build_app", "open_hsm", "load_trust_roots", "run"]
+
+log = structlog.get_logger(__name__)
+
+EXPIRY_SWEEP_SECONDS = 30
+
+
+def open_hsm(settings: Settings) -> hsm.Hsm:
+    import os
+
+    os.environ.setdefault("SOFTHSM2_CONF", str(settings.softhsm_conf))
+    token = hsm.Hsm(hsm.HsmConfig(
+        module_path=settings.pkcs11_module,
+        token_label=settings.token_label,
+        user_pin=settings.user_pin(),
+        pool_size=settings.hsm_pool_size,
+    ))
+    token.open()
+    return token
+
+
+def load_trust_roots(path: Path) -> list[x509.Certificate]:
+    return [x509.Certificate.load(der) for _t, _h, der in pem.unarmor(path.read_bytes(), multiple=True)]
+
+
+async def _tsa_for(store: Store, token: hsm.Hsm, settings: Settings) -> TimeStampAuthority:
+    async with store.transaction() as tx:
+        tsa_credentials = await tx.credentials(kind="tsa")
+    if not tsa_credentials:
+        raise SystemExit("no TSA credential in the store; run `signserver init` first")
+
+    async def next_serial() -> int:
+        from signserver.core.context import utc_now
+
+        async with store.transaction() as tx:
+            return await tx.next_tsa_serial(utc_now())
+
+    return TimeStampAuthority(
+        signing_key_for(token, tsa_credentials[0]), policy_oid=settings.tsa_policy_oid, serial_source=next_serial
+    )
+
+
+async def _expiry_sweeper(ctx: CoreContext) -> None:
+    while True:
+        try:
+            await expire_due_requests(ctx)
+        except Exception:  # noqa: BLE001 - the sweeper must outlive a failed round
+            log.exception("expiry_sweeper.error")
+        await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+
+
+async def build_app(settings: Settings) -> web.Application:
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, upgrade_to_head, settings.database_url)
+    token = await loop.run_in_executor(None, open_hsm, settings)
+    store = Store(settings.database_url)
+    trust_roots = load_trust_roots(settings.trust_roots_file)
+    tsa = await _tsa_for(store, token, settings)
+    ctx = CoreContext(
+        store=store,
+        settings=settings,
+        policies=load_policies(settings.policies_dir),
+        secret_box=HsmSecretBox(token),
+        pdf_checker=PadesChecker(),
+        document_signer=PadesDocumentSigner(token, InProcessTimeStamper(tsa), trust_roots),
+    )
+
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)
+    app["settings"] = settings
+    app["hsm"] = token
+    app["store"] = store
+    app["core"] = ctx
+    app["tsa"] = tsa
+    app["authenticator"] = Authenticator(store, settings.official_session_ttl)
+    app["signing_queue"] = SigningQueue(ctx)
+    app.add_routes(sign_requests.routes)
+    app.add_routes(officials.routes)
+    app.add_routes(operations.routes)
+    app.cleanup_ctx.append(_background_tasks)
+    return app
+
+
+async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
+    ctx: CoreContext = app["core"]
+    queue: SigningQueue = app["signing_queue"]
+    failed, waiting = await recover_interrupted_requests(ctx)
+    if failed:
+        log.warning("startup.interrupted_requests_failed", count=failed)
+    queue.start()
+    for request_id in waiting:
+        queue.submit(request_id)
+    sweeper = asyncio.create_task(_expiry_sweeper(ctx), name="expiry-sweeper")
+    log.info("signserver.started", host=ctx.settings.host, port=ctx.settings.port, resumed=len(waiting))
+    yield
+    log.info("signserver.stopping")
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(queue.drain(), timeout=60)
+    await queue.stop()
+    await ctx.store.close()
+    app["hsm"].close()
+    log.info("signserver.stopped")
+
+
+def run(settings: Settings) -> None:
+    async def make() -> web.Application:
+        return await build_app(settings)
+
+    web.run_app(make(), host=settings.host, port=settings.port, print=None, access_log=None,
+                shutdown_timeout=60)

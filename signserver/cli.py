@@ -1,0 +1,185 @@
+"""The ``signserver`` command: init, serve, demo, and audit commands.
+
+Output for people is Vietnamese first, then English.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from signserver.config import Settings
+from signserver.logging import configure_logging
+
+__all__ = ["main"]
+
+DEFAULT_DOSSIER_CODE = "000.00.01.H01-261204-0001"
+
+
+def _say(vietnamese: str, english: str, *, stream=sys.stdout) -> None:
+    print(f"{vietnamese}\n  ({english})", file=stream)
+
+
+def _cmd_init(settings: Settings, _args: argparse.Namespace) -> int:
+    from signserver.provision import InitializationError, initialize
+
+    try:
+        initialize(settings)
+    except InitializationError as exc:
+        if settings.initialized_marker.exists():
+            _say(f"Thư mục dữ liệu {settings.home} đã được khởi tạo; giữ nguyên.",
+                 f"Data directory {settings.home} is already initialised; left as it is.")
+            return 0
+        _say(f"Không khởi tạo được: {exc}", f"Initialisation failed: {exc}", stream=sys.stderr)
+        return 1
+    _say(f"Đã khởi tạo thư mục dữ liệu {settings.home}: token SoftHSM, PKI thử nghiệm, tài khoản demo.",
+         f"Initialised {settings.home}: SoftHSM token, demo PKI, demo accounts.")
+    return 0
+
+
+def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from signserver.app import run
+
+    if not settings.initialized_marker.exists():
+        _say("Chưa khởi tạo; hãy chạy `signserver init` trước.", "Not initialised; run `signserver init` first.",
+             stream=sys.stderr)
+        return 1
+    url = f"http://{settings.host}:{settings.port}"
+    print(
+        f"signserver đang chạy tại / is serving at {url}\n"
+        f"  Thông tin demo (khóa API, mật khẩu, mã bí mật TOTP) / demo credentials: {settings.credentials_file}\n"
+        f"  Chứng thư gốc thử nghiệm / demo root certificate: {settings.demo_root_file}\n"
+        f"  Thử ký / try it:  .venv/bin/signserver demo --server {url} --output /tmp/signed.pdf\n"
+        f"  API: {url}/openapi.json   Dừng / stop: Ctrl+C",
+        flush=True,
+    )
+    run(settings)
+    return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.demo_client import DemoFailed, run_demo
+    from signserver.signing.sample import SAMPLE_STAMP_BOX, generate_sample_pdf
+
+    credentials_path = Path(args.credentials or settings.credentials_file)
+    try:
+        credentials = json.loads(credentials_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        _say(f"Không đọc được tệp thông tin demo {credentials_path}: {exc}",
+             f"Cannot read the demo credentials file {credentials_path}: {exc}", stream=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory() as scratch:
+        placement = None
+        if args.input:
+            input_path = Path(args.input)
+        else:
+            input_path = generate_sample_pdf(Path(scratch) / "giay-xac-nhan-mau.pdf", dossier_code=args.dossier_code)
+            # The generated document leaves this box empty for the signature.
+            placement = {"rect": list(SAMPLE_STAMP_BOX)}
+        if not input_path.is_file():
+            _say(f"Không tìm thấy tệp {input_path}.", f"File {input_path} not found.", stream=sys.stderr)
+            return 2
+        try:
+            result = asyncio.run(run_demo(
+                args.server, credentials, input_path, Path(args.output), password=args.password,
+                signer_id=args.signer, dossier_code=args.dossier_code, language=args.lang, placement=placement,
+            ))
+        except DemoFailed as exc:
+            print(f"LỖI / ERROR {exc.code}" + (f" (HTTP {exc.status})" if exc.status else "") + f": {exc.detail}",
+                  file=sys.stderr)
+            return 1
+        except OSError as exc:
+            _say(f"Không kết nối được tới {args.server}: {exc}", f"Cannot reach {args.server}: {exc}",
+                 stream=sys.stderr)
+            return 1
+    _say(f"Đã ký: yêu cầu {result.request_id}, hồ sơ {result.dossier_code}, người ký {result.signer_name}.",
+         f"Signed: request {result.request_id}, dossier {result.dossier_code}, signer {result.signer_name}.")
+    print(f"  {result.output}  sha256={result.signed_sha256}")
+    return 0
+
+
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.api.serialize import audit_record_json
+    from signserver.core.audit import verify_audit_chain
+    from signserver.store.db import Store
+
+    async def verify() -> int:
+        store = Store(settings.database_url)
+        try:
+            result = await verify_audit_chain(store)
+        finally:
+            await store.close()
+        if result.ok:
+            _say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
+                 f"Audit trail intact: {result.records_checked} records, hash chain verified.")
+            return 0
+        _say(f"Nhật ký đã bị can thiệp: {result.problem} tại bản ghi {result.first_bad_seq} "
+             f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
+             f"Audit trail tampered: {result.problem} at record {result.first_bad_seq} "
+             f"({result.records_checked} records before it verified).", stream=sys.stderr)
+        return 1
+
+    async def listing() -> int:
+        store = Store(settings.database_url)
+        try:
+            async with store.transaction() as tx:
+                records = await tx.audit_records(dossier_code=args.dossier, request_id=args.request)
+        finally:
+            await store.close()
+        if args.json:
+            print(json.dumps([audit_record_json(r) for r in records], ensure_ascii=False, indent=2))
+            return 0
+        for record in records:
+            when = record.recorded_at.astimezone().strftime("%d/%m/%Y %H:%M:%S")
+            print(f"{record.seq:>6}  {when}  {record.action:<22} {record.actor_type}:{record.actor_id:<26} "
+                  f"{record.request_id or '-':<26} {record.dossier_code or '-'}  {record.details_json}")
+        if not records:
+            _say("Không có bản ghi nào.", "No records.")
+        return 0
+
+    return asyncio.run(verify() if args.audit_command == "verify" else listing())
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signserver", description="Dịch vụ ký số tập trung / remote signing service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("init", help="khởi tạo thư mục dữ liệu / initialise the data directory ($SIGNSERVER_HOME)")
+    commands.add_parser("serve", help="chạy dịch vụ / run the service on $SIGNSERVER_HOST:$SIGNSERVER_PORT")
+
+    demo = commands.add_parser("demo", help="chạy thử quy trình ký qua API / run the main job through the HTTP API")
+    demo.add_argument("--server", default=None, help="service URL (default http://127.0.0.1:$SIGNSERVER_PORT)")
+    demo.add_argument("--input", help="PDF to sign (default: a generated sample Vietnamese document)")
+    demo.add_argument("--output", required=True, help="where to write the signed PDF")
+    demo.add_argument("--password", help="password of an encrypted input PDF")
+    demo.add_argument("--signer", help="official id to approve and sign (default: the first demo official)")
+    demo.add_argument("--dossier-code", default=DEFAULT_DOSSIER_CODE, help="mã hồ sơ (dossier code)")
+    demo.add_argument("--credentials", help="demo credentials file (default $SIGNSERVER_HOME/demo-credentials.json)")
+    demo.add_argument("--lang", choices=["vi", "en"], default="vi", help="language of server messages")
+
+    audit = commands.add_parser("audit", help="nhật ký / audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser("verify", help="kiểm tra chuỗi băm / verify the hash chain")
+    listing = audit_commands.add_parser("list", help="liệt kê bản ghi / list records")
+    listing.add_argument("--dossier", help="only records of this dossier code (mã hồ sơ)")
+    listing.add_argument("--request", help="only records of this sign request id")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_format)
+    if args.command == "demo" and args.server is None:
+        args.server = f"http://127.0.0.1:{settings.port}"
+    handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "audit": _cmd_audit}
+    return handlers[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

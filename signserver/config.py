@@ -1,0 +1,122 @@
+"""Service settings, read once from environment variables.
+
+Every limit the security model talks about (body size, batch size, OTP
+lockout, request expiry) is a setting here with a safe default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+__all__ = ["Settings", "PROJECT_ROOT", "DEFAULT_PKCS11_MODULE"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PKCS11_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+# A UUID-derived OID (ITU-T X.667, arc 2.25) so the demo TSA policy needs no registered arc.
+DEFAULT_TSA_POLICY_OID = "2.25.209385934513473128812962397616287140251"
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not a whole number; unset it or give an integer") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    database_url: str = ""
+    pkcs11_module: str = DEFAULT_PKCS11_MODULE
+    token_label: str = "signserver"
+    hsm_pool_size: int = 4
+    policies_dir: Path = PROJECT_ROOT / "policies"
+    max_body_bytes: int = 50 * 1024 * 1024
+    max_batch_size: int = 50
+    request_ttl: timedelta = timedelta(hours=72)
+    min_request_ttl: timedelta = timedelta(seconds=60)
+    official_session_ttl: timedelta = timedelta(hours=8)
+    otp_lockout_threshold: int = 5
+    otp_lockout_period: timedelta = timedelta(minutes=15)
+    tsa_policy_oid: str = DEFAULT_TSA_POLICY_OID
+    log_format: str = "console"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = Path(os.environ.get("SIGNSERVER_HOME") or PROJECT_ROOT / "var").resolve()
+        database_url = os.environ.get("SIGNSERVER_DATABASE_URL") or f"sqlite+aiosqlite:///{home / 'signserver.db'}"
+        return cls(
+            home=home,
+            host=os.environ.get("SIGNSERVER_HOST", "127.0.0.1"),
+            port=_int_env("SIGNSERVER_PORT", 8080),
+            database_url=database_url,
+            pkcs11_module=os.environ.get("SIGNSERVER_PKCS11_MODULE", DEFAULT_PKCS11_MODULE),
+            token_label=os.environ.get("SIGNSERVER_TOKEN_LABEL", "signserver"),
+            hsm_pool_size=_int_env("SIGNSERVER_HSM_POOL_SIZE", 4),
+            policies_dir=Path(os.environ.get("SIGNSERVER_POLICIES_DIR") or PROJECT_ROOT / "policies"),
+            max_body_bytes=_int_env("SIGNSERVER_MAX_BODY_BYTES", 50 * 1024 * 1024),
+            max_batch_size=_int_env("SIGNSERVER_MAX_BATCH_SIZE", 50),
+            request_ttl=timedelta(seconds=_int_env("SIGNSERVER_REQUEST_TTL_SECONDS", 72 * 3600)),
+            min_request_ttl=timedelta(seconds=_int_env("SIGNSERVER_MIN_REQUEST_TTL_SECONDS", 60)),
+            official_session_ttl=timedelta(seconds=_int_env("SIGNSERVER_SESSION_TTL_SECONDS", 8 * 3600)),
+            otp_lockout_threshold=_int_env("SIGNSERVER_OTP_LOCKOUT_THRESHOLD", 5),
+            otp_lockout_period=timedelta(seconds=_int_env("SIGNSERVER_OTP_LOCKOUT_SECONDS", 15 * 60)),
+            log_format=os.environ.get("SIGNSERVER_LOG_FORMAT", "console"),
+        )
+
+    # Files inside the data directory.
+    @property
+    def softhsm_conf(self) -> Path:
+        return self.home / "softhsm2.conf"
+
+    @property
+    def token_dir(self) -> Path:
+        return self.home / "tokens"
+
+    @property
+    def pin_file(self) -> Path:
+        return self.home / "secrets" / "hsm-user-pin"
+
+    @property
+    def so_pin_file(self) -> Path:
+        return self.home / "secrets" / "hsm-so-pin"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.home / "pki"
+
+    @property
+    def trust_roots_file(self) -> Path:
+        return self.pki_dir / "root.pem"
+
+    @property
+    def documents_dir(self) -> Path:
+        return self.home / "documents"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.home / "demo-credentials.json"
+
+    @property
+    def demo_root_file(self) -> Path:
+        return self.home / "demo-root.pem"
+
+    @property
+    def initialized_marker(self) -> Path:
+        return self.home / ".initialized"
+
+    def user_pin(self) -> str:
+        pin = os.environ.get("SIGNSERVER_HSM_PIN")
+        if pin:
+            return pin
+        return self.pin_file.read_text().strip()

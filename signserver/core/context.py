@@ -1,0 +1,40 @@
+"""What every core operation needs: the store, settings and the ports to the HSM and formats."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from signserver.config import Settings
+from signserver.store.db import Store
+
+from .otp import OtpPolicy
+from .policy import PolicySet
+from .ports import DocumentSigner, PdfChecker, SecretBox
+
+__all__ = ["CoreContext", "utc_now", "new_id"]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+@dataclass
+class CoreContext:
+    store: Store
+    settings: Settings
+    policies: PolicySet
+    secret_box: SecretBox
+    pdf_checker: PdfChecker
+    document_signer: DocumentSigner
+    clock: Callable[[], datetime] = field(default=utc_now)
+
+    @property
+    def otp_policy(self) -> OtpPolicy:
+        return OtpPolicy(self.settings.otp_lockout_threshold, self.settings.otp_lockout_period)

@@ -1,0 +1,137 @@
+"""Officials' decisions on sign requests: approve (one or a batch, with one OTP), reject, and expiry.
+
+An approval covers exactly the listed requests and records, for each, the
+digest of the document the official was shown. The requests are checked
+before the OTP, so a batch with a decided or foreign request is refused
+without spending the code; the OTP is checked before anything changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from signserver.errors import InvalidInput
+from signserver.store.db import Transaction
+from signserver.store.records import Official, SignRequest
+
+from .audit import append_audit
+from .context import CoreContext, new_id
+from .errors import BatchTooLarge, NotRequestApprover, RequestAlreadyDecided, RequestExpired, RequestNotFound
+from .otp import check_otp
+from .states import APPROVED, EXPIRED, PENDING_APPROVAL, REJECTED, transition
+
+__all__ = ["Approval", "approve_requests", "reject_request", "expire_due_requests"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Approval:
+    id: str
+    official_id: str
+    requests: tuple[SignRequest, ...]
+
+
+async def _decidable_request(tx: Transaction, ctx: CoreContext, official: Official, request_id: str) -> SignRequest:
+    request = await tx.sign_request(request_id, for_update=True)
+    if request is None:
+        raise RequestNotFound(request_id=request_id)
+    if request.approver_official_id != official.id:
+        # Same answer as for another official's request: do not reveal which requests exist.
+        raise NotRequestApprover(request_id=request_id)
+    if request.state != PENDING_APPROVAL:
+        raise RequestAlreadyDecided(request_id=request_id, state=request.state)
+    if request.expires_at <= ctx.clock():
+        raise RequestExpired(request_id=request_id, expired_at=request.expires_at.isoformat(timespec="seconds"))
+    return request
+
+
+async def approve_requests(ctx: CoreContext, official: Official, request_ids: list[str], otp: str) -> Approval:
+    """Approve ``request_ids`` with one TOTP code, atomically: all are approved or none."""
+    unique_ids = list(dict.fromkeys(request_ids))
+    if not unique_ids:
+        raise InvalidInput("field_missing", field="request_ids")
+    if len(unique_ids) > ctx.settings.max_batch_size:
+        raise BatchTooLarge(count=len(unique_ids), limit=ctx.settings.max_batch_size)
+
+    now = ctx.clock()
+    approval_id = new_id("apv")
+    otp_error: Exception | None = None
+    approved: list[SignRequest] = []
+
+    async with ctx.store.transaction() as tx:
+        requests = [await _decidable_request(tx, ctx, official, request_id) for request_id in unique_ids]
+        current = await tx.official(official.id, for_update=True)
+        assert current is not None
+        step, otp_error = await check_otp(
+            tx, current, otp, now=now, secret_box=ctx.secret_box, policy=ctx.otp_policy,
+            context={"request_ids": unique_ids},
+        )
+        if otp_error is None:
+            assert step is not None
+            await tx.insert_approval(approval_id, official.id, step, now,
+                                     [(request.id, request.document_sha256) for request in requests])
+            for request in requests:
+                await transition(tx, request, APPROVED, now, approval_id=approval_id, decided_by=official.id,
+                                 decided_at=now)
+                await append_audit(
+                    tx, action="approved", actor_type="official", actor_id=official.id, request_id=request.id,
+                    dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+                    details={"approval_id": approval_id, "batch_size": len(requests), "otp_step": step},
+                    now=now,
+                )
+                approved.append(await tx.sign_request(request.id))  # type: ignore[arg-type]
+
+    if otp_error is not None:
+        log.info("approval.otp_rejected", official_id=official.id, code=getattr(otp_error, "code", None),
+                 request_count=len(unique_ids))
+        raise otp_error
+    log.info("sign_request.approved", approval_id=approval_id, official_id=official.id,
+             request_ids=unique_ids)
+    return Approval(approval_id, official.id, tuple(approved))
+
+
+async def reject_request(ctx: CoreContext, official: Official, request_id: str, reason: str) -> SignRequest:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("field_missing", field="reason")
+    if len(reason) > 1000:
+        raise InvalidInput("field_invalid", field="reason", reason="longer than 1000 characters")
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        request = await _decidable_request(tx, ctx, official, request_id)
+        await transition(tx, request, REJECTED, now, decided_by=official.id, decided_at=now, rejection_reason=reason,
+                         state_reason="rejected_by_official")
+        await append_audit(
+            tx, action="rejected", actor_type="official", actor_id=official.id, request_id=request.id,
+            dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+            details={"reason": reason}, now=now,
+        )
+        updated = await tx.sign_request(request.id)
+    log.info("sign_request.rejected", request_id=request_id, dossier_code=request.dossier_code,
+             official_id=official.id)
+    assert updated is not None
+    return updated
+
+
+async def expire_due_requests(ctx: CoreContext, limit: int = 500) -> int:
+    """Mark pending requests past their expiry as expired; returns how many changed."""
+    now = ctx.clock()
+    count = 0
+    async with ctx.store.transaction() as tx:
+        due = await tx.sign_requests(states=[PENDING_APPROVAL], expires_before=now, limit=limit)
+        for request in due:
+            try:
+                await transition(tx, request, EXPIRED, now, state_reason="approval_deadline_passed")
+            except RequestAlreadyDecided:
+                continue
+            await append_audit(
+                tx, action="expired", actor_type="system", actor_id="signserver", request_id=request.id,
+                dossier_code=request.dossier_code, document_sha256=request.document_sha256, now=now,
+            )
+            count += 1
+    if count:
+        log.info("sign_request.expired", count=count)
+    return count

@@ -1,0 +1,83 @@
+"""Read access to sign requests and documents, each scoped to who asks.
+
+An application sees only its own requests; an official sees the requests
+they approve. A request outside that scope is reported as not found, so its
+existence is not revealed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from signserver.store.records import Application, AuditRecord, Credential, Official, SignRequest
+
+from .audit import append_audit
+from .context import CoreContext
+from .errors import RequestNotFound, RequestNotSigned
+from .states import SIGNED
+
+__all__ = [
+    "request_for_application",
+    "request_for_official",
+    "requests_for_official",
+    "requests_for_application",
+    "signed_document_for_application",
+    "audit_trail",
+    "credentials_for_application",
+]
+
+
+async def request_for_application(ctx: CoreContext, application: Application, request_id: str) -> SignRequest:
+    async with ctx.store.transaction() as tx:
+        request = await tx.sign_request(request_id)
+    if request is None or request.application_id != application.id:
+        raise RequestNotFound(request_id=request_id)
+    return request
+
+
+async def request_for_official(ctx: CoreContext, official: Official, request_id: str) -> SignRequest:
+    async with ctx.store.transaction() as tx:
+        request = await tx.sign_request(request_id)
+    if request is None or request.approver_official_id != official.id:
+        raise RequestNotFound(request_id=request_id)
+    return request
+
+
+async def requests_for_official(ctx: CoreContext, official: Official, states: list[str] | None,
+                                limit: int = 100) -> list[SignRequest]:
+    async with ctx.store.transaction() as tx:
+        return await tx.sign_requests(approver_official_id=official.id, states=states, limit=limit)
+
+
+async def requests_for_application(ctx: CoreContext, application: Application, states: list[str] | None,
+                                   dossier_code: str | None, limit: int = 100) -> list[SignRequest]:
+    async with ctx.store.transaction() as tx:
+        return await tx.sign_requests(application_id=application.id, states=states, dossier_code=dossier_code,
+                                      limit=limit)
+
+
+async def signed_document_for_application(ctx: CoreContext, application: Application, request_id: str) -> tuple[SignRequest, Path]:
+    """Return the signed PDF's path and record the download in the audit trail."""
+    request = await request_for_application(ctx, application, request_id)
+    if request.state != SIGNED or request.signed_path is None:
+        raise RequestNotSigned(request_id=request_id, state=request.state)
+    async with ctx.store.transaction() as tx:
+        await append_audit(
+            tx, action="downloaded", actor_type="application", actor_id=application.id, request_id=request.id,
+            dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+            details={"signed_sha256": request.signed_sha256}, now=ctx.clock(),
+        )
+    return request, Path(request.signed_path)
+
+
+async def audit_trail(ctx: CoreContext, *, dossier_code: str | None = None,
+                      request_id: str | None = None) -> list[AuditRecord]:
+    async with ctx.store.transaction() as tx:
+        return await tx.audit_records(dossier_code=dossier_code, request_id=request_id)
+
+
+async def credentials_for_application(ctx: CoreContext, application: Application) -> list[Credential]:
+    allowed = ctx.policies.credentials_for(application.id)
+    async with ctx.store.transaction() as tx:
+        everything = await tx.credentials()
+    return [c for c in everything if c.kind != "tsa" and (allowed is None or c.id in allowed)]

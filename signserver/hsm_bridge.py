@@ -1,0 +1,85 @@
+"""Adapters from the service's interfaces to the PKCS#11 layer in ``hsm``.
+
+Every PKCS#11 call runs in a thread executor: python-pkcs11 releases the GIL
+during C_Sign and C_Encrypt, so the event loop keeps serving while the HSM
+works. PKCS#11 failures become ``hsm_unavailable`` (HTTP 503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asn1crypto import algos, pem, x509
+
+import hsm
+from signserver.core.errors import HsmUnavailable
+from signserver.signing.keys import SigningKey
+from signserver.store.records import Credential
+
+__all__ = ["HsmSecretBox", "HsmRawSigner", "signing_key_for", "chain_from_pem", "run_hsm"]
+
+T = TypeVar("T")
+
+SECRET_WRAP_KEY_ID = bytes.fromhex("5357524150")  # "SWRAP": the AES key that wraps TOTP seeds and PDF passwords
+SECRET_WRAP_KEY_LABEL = "signserver-secret-wrap"
+
+
+async def run_hsm(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(None, lambda: function(*args, **kwargs))
+    except hsm.HsmUnavailable as exc:
+        raise HsmUnavailable(reason=str(exc)[:200]) from exc
+
+
+class HsmSecretBox:
+    """Seals small secrets with an AES key that never leaves the HSM."""
+
+    def __init__(self, token: hsm.Hsm, key_id: bytes = SECRET_WRAP_KEY_ID) -> None:
+        self.token = token
+        self.key_id = key_id
+
+    async def seal(self, plaintext: bytes) -> bytes:
+        return await run_hsm(self.token.encrypt_secret, self.key_id, plaintext)
+
+    async def open(self, blob: bytes) -> bytes:
+        return await run_hsm(self.token.decrypt_secret, self.key_id, blob)
+
+
+class HsmRawSigner:
+    """Signs a digest with a private key in the HSM, returning the CMS encoding of the signature."""
+
+    def __init__(self, token: hsm.Hsm, key_id: bytes, key_type: str) -> None:
+        self.token = token
+        self.key_id = key_id
+        self.key_type = key_type
+
+    async def sign_digest(self, digest: bytes, digest_algorithm: str) -> bytes:
+        if self.key_type == "RSA":
+            # CKM_RSA_PKCS pads whatever it gets: give it the DER DigestInfo (RFC 8017 section 9.2).
+            digest_info = algos.DigestInfo(
+                {"digest_algorithm": {"algorithm": digest_algorithm}, "digest": digest}
+            ).dump()
+            return await run_hsm(self.token.sign, self.key_id, "RSA_PKCS", digest_info)
+        raw = await run_hsm(self.token.sign, self.key_id, "ECDSA", digest)
+        # PKCS#11 returns r||s; CMS wants the DER ECDSA-Sig-Value (RFC 5480 section 2.2).
+        return algos.DSASignature.from_p1363(raw).dump()
+
+
+def chain_from_pem(chain_pem: str) -> tuple[x509.Certificate, ...]:
+    certificates = []
+    for _type, _headers, der in pem.unarmor(chain_pem.encode(), multiple=True):
+        certificates.append(x509.Certificate.load(der))
+    return tuple(certificates)
+
+
+def signing_key_for(token: hsm.Hsm, credential: Credential) -> SigningKey:
+    key_id = bytes.fromhex(credential.key_id_hex)
+    return SigningKey(
+        certificate=x509.Certificate.load(credential.certificate_der),
+        chain=chain_from_pem(credential.chain_pem),
+        key_type=credential.key_type,
+        raw_signer=HsmRawSigner(token, key_id, credential.key_type),
+    )

@@ -1,0 +1,65 @@
+"""The PAdES implementations of the core's ``PdfChecker`` and ``DocumentSigner`` ports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from asn1crypto import x509
+
+import hsm
+from signserver.core.ports import CheckedPdf, SignedDocument
+from signserver.hsm_bridge import signing_key_for
+from signserver.signing.errors import PdfPageOutOfRange
+from signserver.signing.pades import StampSpec, sign_pdf
+from signserver.signing.pdf_inspect import inspect_pdf
+from signserver.signing.validate import ensure_signed_pdf_valid
+from signserver.store.records import Credential, SignRequest
+
+__all__ = ["PadesChecker", "PadesDocumentSigner"]
+
+
+class PadesChecker:
+    """Opens an uploaded PDF the way the signer will, so bad input is refused at submission."""
+
+    async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, inspect_pdf, path, password)
+        if stamp_page is not None and stamp_page > info.page_count:
+            raise PdfPageOutOfRange(page=stamp_page, page_count=info.page_count)
+        return CheckedPdf(page_count=info.page_count)
+
+
+class PadesDocumentSigner:
+    """Signs PAdES B-T with an HSM key and the service's timestamper, then validates the result."""
+
+    def __init__(self, token: hsm.Hsm, timestamper: object, trust_roots: list[x509.Certificate]) -> None:
+        self.token = token
+        self.timestamper = timestamper
+        self.trust_roots = trust_roots
+
+    async def sign(self, request: SignRequest, credential: Credential, output_path: Path,
+                   pdf_password: str | None) -> SignedDocument:
+        placement = json.loads(request.placement_json or "{}")
+        stamp = None
+        if placement.get("visible", True):
+            stamp = StampSpec(
+                page=int(placement["page"]),
+                box=tuple(float(v) for v in placement["rect"]),  # type: ignore[arg-type]
+                signer_name=credential.display_name,
+                signer_title=credential.signer_title,
+                agency=credential.agency,
+            )
+        result = await sign_pdf(
+            Path(request.document_path),
+            output_path,
+            key=signing_key_for(self.token, credential),
+            timestamper=self.timestamper,  # type: ignore[arg-type]
+            reason=request.reason or request.title,
+            location=request.location,
+            stamp=stamp,
+            password=pdf_password,
+        )
+        await ensure_signed_pdf_valid(output_path, self.trust_roots, password=pdf_password)
+        return SignedDocument(sha256=result.output_digest_sha256, signing_time=result.signing_time, level=result.level)

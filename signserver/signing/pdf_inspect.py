@@ -1,0 +1,268 @@
+"""Open untrusted PDF files and check that they can take a new signature.
+
+pyHanko reads the file in non-strict mode, so it repairs what it can (hybrid
+cross-reference files, bad xref offsets, some broken object streams) and
+applies its decode limits for untrusted input. Every parse failure becomes
+``PdfInvalid`` with a short reason, and no raw parser exception reaches the
+caller. Encryption follows ISO 32000-2 section 7.6: only the standard
+password security handler is supported.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.crypt.api import AuthResult, AuthStatus, PdfMacStatus
+from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.sign.fields import enumerate_sig_fields
+
+from signserver.signing.errors import (
+    PdfCertifiedNoChanges,
+    PdfEncryptionUnsupported,
+    PdfInvalid,
+    PdfPasswordInvalid,
+    PdfPasswordRequired,
+    PdfSigningNotPermitted,
+)
+
+__all__ = [
+    "PDF_PARSE_ERRORS",
+    "PdfInfo",
+    "inspect_pdf",
+    "open_pdf_reader",
+    "read_pdf_info",
+    "pdf_parse_errors",
+]
+
+# What a damaged or hostile file can make pyHanko, zlib or the struct module
+# raise while parsing. MemoryError, OSError and our own SignserverError are
+# deliberately absent: they are not statements about the document.
+PDF_PARSE_ERRORS: tuple[type[BaseException], ...] = (
+    PdfError,
+    ValueError,
+    LookupError,
+    TypeError,
+    AttributeError,
+    AssertionError,
+    ArithmeticError,
+    RecursionError,
+    NotImplementedError,
+    EOFError,
+    zlib.error,
+    struct.error,
+)
+
+_MAX_REASON_LENGTH = 200
+# ISO 32000-2 section 7.7.3.2 puts no limit on page tree depth. Real trees
+# are a few levels deep, so anything deeper than this is treated as hostile.
+_MAX_PAGE_TREE_DEPTH = 64
+# ISO 32000-2 section 12.8.2.2: a DocMDP transform without /P means P=2.
+_DEFAULT_DOCMDP_PERMISSION = 2
+
+
+@dataclass(frozen=True)
+class PdfInfo:
+    """Facts about a PDF file that decide whether and how it can be signed."""
+
+    page_count: int
+    encrypted: bool
+    # "major.minor", from the catalog /Version if present, else the header.
+    pdf_version: str
+    has_signatures: bool
+    # DocMDP P value (2 or 3) of a certification signature, or None if the
+    # document is not certified. P=1 is rejected, so it never appears here.
+    certification_level: int | None
+
+
+@contextmanager
+def pdf_parse_errors() -> Iterator[None]:
+    """Turn any parser exception raised inside the block into ``PdfInvalid``."""
+    try:
+        yield
+    except PDF_PARSE_ERRORS as exc:
+        raise PdfInvalid(reason=_describe(exc)) from exc
+
+
+def inspect_pdf(path: Path, password: str | None) -> PdfInfo:
+    """Open the PDF at ``path`` and return its ``PdfInfo``.
+
+    Raises PdfInvalid, PdfPasswordRequired, PdfPasswordInvalid,
+    PdfEncryptionUnsupported, or PdfCertifiedNoChanges because a document
+    certified with P=1 cannot take another signature.
+    """
+    with Path(path).open("rb") as stream:
+        reader = open_pdf_reader(stream, password)
+        return read_pdf_info(reader)
+
+
+def open_pdf_reader(
+    stream: BinaryIO, password: str | None, *, require_signing_permission: bool = True
+) -> PdfFileReader:
+    """Parse ``stream`` in non-strict mode and decrypt it if it is encrypted.
+
+    Without a password, an encrypted file is tried with the empty user
+    password, which opens files that only set an owner password. With
+    ``require_signing_permission``, a file opened with its user password must
+    permit filling in form fields, else PdfSigningNotPermitted is raised.
+    """
+    with pdf_parse_errors():
+        reader = PdfFileReader(stream, strict=False)
+        encrypt_dict = reader.encrypt_dict
+    if encrypt_dict is None:
+        return reader
+
+    auth_result = _decrypt(reader, encrypt_dict, password)
+    if require_signing_permission and auth_result.status == AuthStatus.USER and not _permits_signing(auth_result):
+        # A certification with P=1 is the more precise reason, so it wins.
+        with pdf_parse_errors():
+            certification_level = _read_certification_level(reader)
+        if certification_level == 1:
+            raise PdfCertifiedNoChanges()
+        raise PdfSigningNotPermitted()
+    return reader
+
+
+def read_pdf_info(reader: PdfFileReader) -> PdfInfo:
+    """Read the page count, version, signatures and certification of an opened file."""
+    with pdf_parse_errors():
+        page_count = _count_pages(reader)
+        major, minor = reader.input_version
+        has_signatures = next(enumerate_sig_fields(reader, filled_status=True), None) is not None
+        certification_level = _read_certification_level(reader)
+
+    if certification_level == 1:
+        raise PdfCertifiedNoChanges()
+
+    return PdfInfo(
+        page_count=page_count,
+        encrypted=reader.encrypted,
+        pdf_version=f"{major}.{minor}",
+        has_signatures=has_signatures,
+        certification_level=certification_level,
+    )
+
+
+def _decrypt(
+    reader: PdfFileReader, encrypt_dict: generic.DictionaryObject, password: str | None
+) -> AuthResult:
+    with pdf_parse_errors():
+        handler_name = str(encrypt_dict.get("/Filter", "/Standard"))
+    if handler_name != "/Standard":
+        raise PdfEncryptionUnsupported(handler=handler_name)
+
+    try:
+        reader.security_handler
+    except PDF_PARSE_ERRORS as exc:
+        raise PdfEncryptionUnsupported(handler=handler_name, reason=_describe(exc)) from exc
+
+    with pdf_parse_errors():
+        result = reader.decrypt(password if password is not None else "")
+
+    if result.mac_status == PdfMacStatus.FAILED:
+        raise PdfInvalid(reason=f"PDF MAC validation failed: {result.mac_failure_reason}")
+    if result.status == AuthStatus.FAILED:
+        if password is None:
+            raise PdfPasswordRequired()
+        raise PdfPasswordInvalid()
+    return result
+
+
+def _permits_signing(auth_result: AuthResult) -> bool:
+    """Apply the user access permissions of ISO 32000-2 Table 22 to signing.
+
+    Bit 9 allows filling in existing fields, signature fields included, and
+    bit 6 allows filling in form fields in general.
+    """
+    # NOTE: strictly, creating a new signature field needs bits 4 and 6, but
+    # this follows the common reading that either bit 6 or bit 9 allows signing.
+    permissions = auth_result.permission_flags
+    if permissions is None:
+        return True
+    allowing = StandardPermissions.ALLOW_FORM_FILLING | StandardPermissions.ALLOW_ANNOTS_FORM_FILLING
+    return bool(permissions & allowing)
+
+
+def _count_pages(reader: PdfFileReader) -> int:
+    """Count the page objects in the page tree, rejecting cycles and a wrong /Count.
+
+    pyHanko finds a page by the /Count of each tree node, so a tree whose
+    /Count disagrees with its leaves would put the stamp on another page.
+    """
+    root_ref = reader.root.raw_get("/Pages")
+    if not isinstance(root_ref, generic.IndirectObject):
+        raise PdfInvalid(reason="the catalog /Pages entry is not an indirect reference")
+
+    page_count = 0
+    seen: set[generic.Reference] = set()
+    stack: list[tuple[generic.IndirectObject, int]] = [(root_ref, 0)]
+    while stack:
+        node_ref, depth = stack.pop()
+        if node_ref.reference in seen:
+            raise PdfInvalid(reason="the page tree contains a cycle")
+        if depth > _MAX_PAGE_TREE_DEPTH:
+            raise PdfInvalid(reason=f"the page tree is deeper than {_MAX_PAGE_TREE_DEPTH} levels")
+        seen.add(node_ref.reference)
+
+        node = node_ref.get_object()
+        if not isinstance(node, generic.DictionaryObject):
+            reference = node_ref.reference
+            raise PdfInvalid(
+                reason=f"page tree node {reference.idnum} {reference.generation} R is not a dictionary"
+            )
+        if node.get("/Type") == "/Page":
+            page_count += 1
+            continue
+        for kid_ref in node["/Kids"]:
+            if not isinstance(kid_ref, generic.IndirectObject):
+                raise PdfInvalid(reason="a page tree /Kids entry is not an indirect reference")
+            stack.append((kid_ref, depth + 1))
+
+    declared_count = reader.root["/Pages"]["/Count"]
+    if declared_count != page_count:
+        raise PdfInvalid(reason=f"the page tree /Count is {declared_count} but it contains {page_count} pages")
+    return page_count
+
+
+def _read_certification_level(reader: PdfFileReader) -> int | None:
+    try:
+        certification_signature = reader.root["/Perms"]["/DocMDP"]
+    except KeyError:
+        return None
+
+    try:
+        references = certification_signature["/Reference"]
+    except KeyError:
+        return None
+
+    for reference in references:
+        reference = reference.get_object()
+        if reference.get("/TransformMethod") != "/DocMDP":
+            continue
+        try:
+            permission = reference["/TransformParams"]["/P"]
+        except KeyError:
+            permission = _DEFAULT_DOCMDP_PERMISSION
+        if permission not in (1, 2, 3):
+            raise PdfInvalid(reason=f"the DocMDP permission /P is {permission}, expected 1, 2 or 3")
+        return int(permission)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """Return a one-line, length-limited description of a parser exception.
+
+    The message may quote bytes from the document, so control characters are
+    replaced and the text is cut to a fixed length.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    printable = "".join(character if character.isprintable() else "?" for character in text)
+    return printable[:_MAX_REASON_LENGTH]

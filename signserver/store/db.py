@@ -1,0 +1,255 @@
+"""Database access: the engine, transactions and the queries the core needs.
+
+Every method of :class:`Transaction` runs inside one database transaction, so
+a state change and its audit record commit together or not at all. On SQLite
+each transaction starts with ``BEGIN IMMEDIATE``: writers queue for the lock at
+the start instead of failing when a read turns into a write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import event, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from . import tables as t
+from .records import Application, AuditRecord, Credential, Official, SignRequest, from_row
+
+__all__ = ["Store", "Transaction", "IntegrityError"]
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.is_sqlite = database_url.startswith("sqlite")
+        self.engine = create_async_engine(database_url, pool_pre_ping=not self.is_sqlite)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator["Transaction"]:
+        async with self.engine.begin() as connection:
+            yield Transaction(connection, self.is_sqlite)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness probe reports any failure as "down"
+            return False
+
+
+class Transaction:
+    def __init__(self, connection: AsyncConnection, is_sqlite: bool) -> None:
+        self.connection = connection
+        self.is_sqlite = is_sqlite
+
+    async def _one(self, statement: Any) -> dict[str, Any] | None:
+        row = (await self.connection.execute(statement)).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def _all(self, statement: Any) -> list[dict[str, Any]]:
+        return [dict(row) for row in (await self.connection.execute(statement)).mappings().all()]
+
+    def _for_update(self, statement: Any) -> Any:
+        # SQLite already holds the write lock from BEGIN IMMEDIATE.
+        return statement if self.is_sqlite else statement.with_for_update()
+
+    # Applications
+    async def insert_application(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.applications).values(**values))
+
+    async def application_by_api_key(self, api_key_sha256: str) -> Application | None:
+        row = await self._one(select(t.applications).where(t.applications.c.api_key_sha256 == api_key_sha256))
+        return from_row(Application, row) if row else None
+
+    async def application_by_username(self, username: str) -> Application | None:
+        row = await self._one(select(t.applications).where(t.applications.c.basic_username == username))
+        return from_row(Application, row) if row else None
+
+    async def application(self, application_id: str) -> Application | None:
+        row = await self._one(select(t.applications).where(t.applications.c.id == application_id))
+        return from_row(Application, row) if row else None
+
+    # Officials
+    async def insert_official(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.officials).values(**values))
+
+    async def official(self, official_id: str, *, for_update: bool = False) -> Official | None:
+        statement = select(t.officials).where(t.officials.c.id == official_id)
+        row = await self._one(self._for_update(statement) if for_update else statement)
+        return from_row(Official, row) if row else None
+
+    async def official_by_username(self, username: str) -> Official | None:
+        row = await self._one(select(t.officials).where(t.officials.c.username == username))
+        return from_row(Official, row) if row else None
+
+    async def update_official(self, official_id: str, **values: Any) -> None:
+        await self.connection.execute(update(t.officials).where(t.officials.c.id == official_id).values(**values))
+
+    async def record_otp_step(self, official_id: str, step: int, used_at: datetime) -> bool:
+        """Insert an accepted TOTP step; False when that step was already used (a replay)."""
+        try:
+            async with self.connection.begin_nested():
+                await self.connection.execute(
+                    insert(t.otp_used_steps).values(official_id=official_id, step=step, used_at=used_at)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    # Sessions
+    async def insert_session(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.official_sessions).values(**values))
+
+    async def session(self, token_sha256: str) -> dict[str, Any] | None:
+        return await self._one(select(t.official_sessions).where(t.official_sessions.c.token_sha256 == token_sha256))
+
+    async def delete_session(self, token_sha256: str) -> None:
+        await self.connection.execute(
+            t.official_sessions.delete().where(t.official_sessions.c.token_sha256 == token_sha256)
+        )
+
+    # Credentials
+    async def insert_credential(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.credentials).values(**values))
+
+    async def credential(self, credential_id: str) -> Credential | None:
+        row = await self._one(select(t.credentials).where(t.credentials.c.id == credential_id))
+        return from_row(Credential, row) if row else None
+
+    async def credentials(self, *, kind: str | None = None) -> list[Credential]:
+        statement = select(t.credentials).order_by(t.credentials.c.id)
+        if kind is not None:
+            statement = statement.where(t.credentials.c.kind == kind)
+        return [from_row(Credential, row) for row in await self._all(statement)]
+
+    async def personal_credential(self, official_id: str) -> Credential | None:
+        statement = (
+            select(t.credentials)
+            .where(t.credentials.c.owner_official_id == official_id, t.credentials.c.kind == "personal")
+            .where(t.credentials.c.status == "active")
+            .order_by(t.credentials.c.created_at.desc())
+        )
+        row = await self._one(statement)
+        return from_row(Credential, row) if row else None
+
+    # Sign requests
+    async def insert_sign_request(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.sign_requests).values(**values))
+
+    async def sign_request(self, request_id: str, *, for_update: bool = False) -> SignRequest | None:
+        statement = select(t.sign_requests).where(t.sign_requests.c.id == request_id)
+        row = await self._one(self._for_update(statement) if for_update else statement)
+        return from_row(SignRequest, row) if row else None
+
+    async def sign_request_by_idempotency_key(self, application_id: str, key: str) -> SignRequest | None:
+        statement = select(t.sign_requests).where(
+            t.sign_requests.c.application_id == application_id, t.sign_requests.c.idempotency_key == key
+        )
+        row = await self._one(statement)
+        return from_row(SignRequest, row) if row else None
+
+    async def update_sign_request(self, request_id: str, expected_state: str, **values: Any) -> bool:
+        """Compare-and-set: change the request only if it is still in ``expected_state``."""
+        statement = (
+            update(t.sign_requests)
+            .where(t.sign_requests.c.id == request_id, t.sign_requests.c.state == expected_state)
+            .values(**values)
+        )
+        result = await self.connection.execute(statement)
+        return result.rowcount == 1
+
+    async def sign_requests(
+        self,
+        *,
+        application_id: str | None = None,
+        approver_official_id: str | None = None,
+        states: Sequence[str] | None = None,
+        dossier_code: str | None = None,
+        expires_before: datetime | None = None,
+        limit: int = 100,
+    ) -> list[SignRequest]:
+        columns = t.sign_requests.c
+        statement = select(t.sign_requests).order_by(columns.created_at, columns.id).limit(limit)
+        if application_id is not None:
+            statement = statement.where(columns.application_id == application_id)
+        if approver_official_id is not None:
+            statement = statement.where(columns.approver_official_id == approver_official_id)
+        if states:
+            statement = statement.where(columns.state.in_(list(states)))
+        if dossier_code is not None:
+            statement = statement.where(columns.dossier_code == dossier_code)
+        if expires_before is not None:
+            statement = statement.where(columns.expires_at <= expires_before)
+        return [from_row(SignRequest, row) for row in await self._all(statement)]
+
+    # Approvals
+    async def insert_approval(self, approval_id: str, official_id: str, otp_step: int, created_at: datetime,
+                              items: Sequence[tuple[str, str]]) -> None:
+        await self.connection.execute(
+            insert(t.approvals).values(id=approval_id, official_id=official_id, otp_step=otp_step, created_at=created_at)
+        )
+        await self.connection.execute(
+            insert(t.approval_items),
+            [{"approval_id": approval_id, "request_id": rid, "document_sha256": digest} for rid, digest in items],
+        )
+
+    # Audit trail
+    async def audit_head(self) -> tuple[int, str] | None:
+        row = await self._one(self._for_update(select(t.audit_head).where(t.audit_head.c.id == 1)))
+        return (row["seq"], row["hash"]) if row else None
+
+    async def append_audit_row(self, values: dict[str, Any], *, first: bool) -> None:
+        await self.connection.execute(insert(t.audit_log).values(**values))
+        if first:
+            await self.connection.execute(insert(t.audit_head).values(id=1, seq=values["seq"], hash=values["hash"]))
+        else:
+            await self.connection.execute(
+                update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=values["seq"], hash=values["hash"])
+            )
+
+    async def audit_records(self, *, dossier_code: str | None = None, request_id: str | None = None,
+                            after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        statement = select(t.audit_log).where(t.audit_log.c.seq > after_seq).order_by(t.audit_log.c.seq)
+        if dossier_code is not None:
+            statement = statement.where(t.audit_log.c.dossier_code == dossier_code)
+        if request_id is not None:
+            statement = statement.where(t.audit_log.c.request_id == request_id)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return [from_row(AuditRecord, row) for row in await self._all(statement)]
+
+    # TSA serial numbers
+    async def next_tsa_serial(self, issued_at: datetime) -> int:
+        result = await self.connection.execute(insert(t.tsa_serials).values(issued_at=issued_at))
+        return int(result.inserted_primary_key[0])
+
+    async def count_sign_requests(self) -> int:
+        return int((await self.connection.execute(select(func.count()).select_from(t.sign_requests))).scalar_one())

@@ -1,0 +1,204 @@
+"""Table definitions (SQLAlchemy Core), shared by the queries and the migrations.
+
+One schema serves SQLite (embedded default) and PostgreSQL (several replicas).
+Columns that must be unique or single-use carry the constraint here, so the
+database, not process memory, serialises them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "metadata",
+    "applications",
+    "officials",
+    "credentials",
+    "sign_requests",
+    "approvals",
+    "approval_items",
+    "otp_used_steps",
+    "official_sessions",
+    "audit_log",
+    "audit_head",
+    "tsa_serials",
+]
+
+metadata = MetaData()
+
+applications = Table(
+    "applications",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("agency", Text, nullable=False, server_default=""),
+    # SHA-256 of a 256-bit random API key: high-entropy keys need no slow hash.
+    Column("api_key_sha256", String(64), nullable=False, unique=True),
+    Column("basic_username", String(128), unique=True),
+    Column("basic_password_hash", Text),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+officials = Table(
+    "officials",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("full_name", Text, nullable=False),
+    Column("title", Text, nullable=False, server_default=""),
+    Column("agency", Text, nullable=False, server_default=""),
+    Column("password_hash", Text, nullable=False),
+    # TOTP seed encrypted by the HSM's secret-wrapping key.
+    Column("totp_secret_wrapped", LargeBinary, nullable=False),
+    Column("otp_failed_count", Integer, nullable=False, server_default="0"),
+    Column("otp_locked_until", DateTime(timezone=True)),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # personal | seal | tsa
+    Column("key_id_hex", String(128), nullable=False, unique=True),  # CKA_ID
+    Column("key_label", Text, nullable=False),
+    Column("key_type", String(8), nullable=False),  # RSA | EC
+    Column("key_size", Integer, nullable=False),
+    Column("certificate_der", LargeBinary, nullable=False),
+    Column("chain_pem", Text, nullable=False),
+    Column("cert_serial_hex", String(64), nullable=False),
+    Column("owner_official_id", String(64), ForeignKey("officials.id")),
+    # The official whose OTP approves signatures with this key.
+    Column("approver_official_id", String(64), ForeignKey("officials.id")),
+    Column("display_name", Text, nullable=False),
+    Column("signer_title", Text, nullable=False, server_default=""),
+    Column("agency", Text, nullable=False, server_default=""),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+sign_requests = Table(
+    "sign_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("application_id", String(64), ForeignKey("applications.id"), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    # SHA-256 of the request's metadata and document digest: a retry must match it.
+    Column("fingerprint", String(64), nullable=False),
+    Column("dossier_code", String(128), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("document_type", String(128)),
+    Column("credential_id", String(64), ForeignKey("credentials.id"), nullable=False),
+    Column("approver_official_id", String(64), ForeignKey("officials.id")),
+    Column("signature_format", String(16), nullable=False),
+    Column("signature_level", String(16), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("location", Text, nullable=False, server_default=""),
+    Column("placement_json", Text),
+    Column("document_name", Text, nullable=False),
+    Column("document_path", Text, nullable=False),
+    Column("document_sha256", String(64), nullable=False),
+    Column("document_size", BigInteger, nullable=False),
+    Column("page_count", Integer),
+    Column("pdf_password_wrapped", LargeBinary),
+    Column("state", String(32), nullable=False),
+    Column("state_reason", String(64)),
+    Column("policy_rule", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("approval_id", String(64)),
+    Column("decided_by", String(64)),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("rejection_reason", Text),
+    Column("signed_path", Text),
+    Column("signed_sha256", String(64)),
+    Column("signed_at", DateTime(timezone=True)),
+    UniqueConstraint("application_id", "idempotency_key", name="uq_sign_requests_idempotency"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("otp_step", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+approval_items = Table(
+    "approval_items",
+    metadata,
+    Column("approval_id", String(64), ForeignKey("approvals.id"), primary_key=True),
+    Column("request_id", String(64), ForeignKey("sign_requests.id"), primary_key=True),
+    Column("document_sha256", String(64), nullable=False),
+)
+
+# Each accepted TOTP time step, once per official: the primary key makes a replay fail.
+otp_used_steps = Table(
+    "otp_used_steps",
+    metadata,
+    Column("official_id", String(64), ForeignKey("officials.id"), primary_key=True),
+    Column("step", BigInteger, primary_key=True),
+    Column("used_at", DateTime(timezone=True), nullable=False),
+)
+
+official_sessions = Table(
+    "official_sessions",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("actor_type", String(32), nullable=False),
+    Column("actor_id", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("request_id", String(64)),
+    Column("dossier_code", String(128)),
+    Column("document_sha256", String(64)),
+    Column("key_id_hex", String(128)),
+    Column("cert_serial_hex", String(64)),
+    Column("details_json", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+# One row: the newest record's sequence number and hash. Updating it in the same
+# transaction as the append serialises writers and reveals a truncated tail.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+tsa_serials = Table(
+    "tsa_serials",
+    metadata,
+    # SQLite assigns rowids only to a column typed exactly INTEGER PRIMARY KEY.
+    Column("serial", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+)

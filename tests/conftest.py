@@ -1,0 +1,91 @@
+"""Fixtures shared by the integration tests: one initialised data directory and one server per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.harness import REPO, Client, OtpCodes, Server, free_port, init_home
+from tests.verifiers import make_nss_trust_db
+
+# Limits small enough to test quickly; the defaults are 50 MiB, 72 hours and 15 minutes.
+TEST_SERVER_ENV = {
+    "SIGNSERVER_MAX_BODY_BYTES": str(8 * 1024 * 1024),
+    "SIGNSERVER_MIN_REQUEST_TTL_SECONDS": "1",
+    "SIGNSERVER_OTP_LOCKOUT_SECONDS": "4",
+}
+
+
+def corpus_directory() -> Path:
+    return Path(os.environ.get("SIGNSERVER_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    directory = corpus_directory()
+    if not directory.is_dir():
+        pytest.skip(f"real-PDF corpus not found at {directory} (set SIGNSERVER_CORPUS); corpus tests not run")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def service_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    home = tmp_path_factory.mktemp("signserver-home")
+    return home, init_home(home)
+
+
+# The test server's policy leaves out the agency seal, so a seal request shows a policy denial.
+TEST_POLICY = """\
+version: 1
+rules:
+  - id: test-officials-only
+    applications: [app-motcua-demo]
+    credentials: [cred-tran-thi-bich-ngoc, cred-nguyen-van-an]
+    formats: [pades]
+"""
+
+
+@pytest.fixture(scope="session")
+def test_policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("policies")
+    shutil.copy(REPO / "policies" / "schema.json", directory / "schema.json")
+    (directory / "test.yaml").write_text(TEST_POLICY, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def server(service_home: tuple[Path, dict[str, Any]], test_policies_dir: Path) -> Iterator[Server]:
+    home, _credentials = service_home
+    env = dict(TEST_SERVER_ENV, SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
+    running = Server(home, free_port(), env).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def credentials(service_home: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    return service_home[1]
+
+
+@pytest.fixture(scope="session")
+def otp_codes() -> OtpCodes:
+    return OtpCodes()
+
+
+@pytest.fixture(scope="session")
+def client(server: Server, credentials: dict[str, Any], otp_codes: OtpCodes) -> Client:
+    return Client(server, credentials, otp_codes)
+
+
+@pytest.fixture(scope="session")
+def demo_root(service_home: tuple[Path, dict[str, Any]]) -> Path:
+    return service_home[0] / "demo-root.pem"
+
+
+@pytest.fixture(scope="session")
+def nss_db(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
+    return make_nss_trust_db(tmp_path_factory.mktemp("nssdb"), demo_root)
