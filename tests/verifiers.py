@@ -335,7 +335,7 @@ def _pyhanko_validate(pdf: Path, root_pem: Path, password: str | None) -> list[d
     roots = [asn1_x509.Certificate.load(der) for der in _pem_certificates(root_pem)]
     results = []
     with pdf.open("rb") as file:
-        reader = PdfFileReader(file)
+        reader = PdfFileReader(file, strict=False)
         if reader.encrypted:
             if password is None:
                 raise ValueError(f"{pdf} is encrypted; pass its password")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from asn1crypto import algos, cms, core, tsp, x509
 from pyhanko.sign.general import as_signing_certificate_v2, simple_cms_attribute
 from pyhanko.sign.timestamps import TimeStamper
-from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+from pyhanko.sign.timestamps.common_utils import TimestampRequestError, handle_tsp_response
 
 from signserver.signing.errors import TimestampFailed
 from signserver.signing.keys import SigningKey, sign_data, signature_mechanism
@@ -265,8 +265,19 @@ class InProcessTimeStamper(TimeStamper):
         return response
 
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
-        token = await super().async_timestamp(message_digest, md_algorithm)
-        imprint = token["content"]["encap_content_info"]["content"].parsed["message_imprint"]
+        nonce, request = self.request_cms(message_digest, md_algorithm)
+        response = await self.async_request_tsa_response(request)
+        # Passing no nonce makes pyHanko check only the status: pyHanko 0.38
+        # raises AttributeError instead of TimestampRequestError on a nonce
+        # mismatch, so the nonce is compared here.
+        token = handle_tsp_response(response, None)
+
+        tst_info = token["content"]["encap_content_info"]["content"].parsed
+        if tst_info["nonce"].native != nonce:
+            raise TimestampRequestError(
+                f"the TSA returned nonce {tst_info['nonce'].native}, but the request sent {nonce}"
+            )
+        imprint = tst_info["message_imprint"]
         if (
             imprint["hashed_message"].native != message_digest
             or imprint["hash_algorithm"]["algorithm"].native != md_algorithm

@@ -2,8 +2,9 @@
 
 Keys are software keys behind a test RawSigner, so these tests need no HSM.
 The PKI comes from ``signserver.demo_pki``: root CA, issuing CA, signer
-certificates for "Trần Thị Bích Ngọc" (RSA-2048 and EC P-256) and a TSA
-certificate with a critical id-kp-timeStamping extended key usage.
+certificates for "Trần Thị Bích Ngọc" (RSA-2048 and EC P-256) and TSA
+certificates (RSA-2048 and EC P-256) with a critical id-kp-timeStamping
+extended key usage.
 """
 
 from __future__ import annotations
@@ -58,9 +59,11 @@ class SigningPki:
     rsa_signer: SigningKey
     ec_signer: SigningKey
     tsa: SigningKey
+    ec_tsa: SigningKey
     root_pem: Path
     chain_pem: Path
     tsa_pem: Path
+    ec_tsa_pem: Path
 
 
 def to_asn1(certificate: x509.Certificate) -> asn1_x509.Certificate:
@@ -84,17 +87,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SigningPki:
     rsa_certificate = demo_pki.issue_signing_certificate(issuing_ca, _public_key_der(rsa_private), official)
     ec_private = ec.generate_private_key(ec.SECP256R1())
     ec_certificate = demo_pki.issue_signing_certificate(issuing_ca, _public_key_der(ec_private), official)
+    tsa_subject = SubjectSpec(common_name="Dịch vụ cấp dấu thời gian thử nghiệm", organization="Ban Cơ yếu thử nghiệm")
     tsa_private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    tsa_certificate = demo_pki.issue_tsa_certificate(
-        issuing_ca,
-        _public_key_der(tsa_private),
-        SubjectSpec(common_name="Dịch vụ cấp dấu thời gian thử nghiệm", organization="Ban Cơ yếu thử nghiệm"),
-    )
+    tsa_certificate = demo_pki.issue_tsa_certificate(issuing_ca, _public_key_der(tsa_private), tsa_subject)
+    ec_tsa_private = ec.generate_private_key(ec.SECP256R1())
+    ec_tsa_certificate = demo_pki.issue_tsa_certificate(issuing_ca, _public_key_der(ec_tsa_private), tsa_subject)
 
     directory = tmp_path_factory.mktemp("pki")
     demo_pki.write_pem(directory / "root.pem", root_ca.certificate)
     demo_pki.write_pem(directory / "chain.pem", issuing_ca.certificate, root_ca.certificate)
     demo_pki.write_pem(directory / "tsa.pem", tsa_certificate)
+    demo_pki.write_pem(directory / "ec-tsa.pem", ec_tsa_certificate)
 
     return SigningPki(
         root=to_asn1(root_ca.certificate),
@@ -102,9 +105,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SigningPki:
         rsa_signer=SigningKey(to_asn1(rsa_certificate), chain, "RSA", SoftwareRawSigner(rsa_private)),
         ec_signer=SigningKey(to_asn1(ec_certificate), chain, "EC", SoftwareRawSigner(ec_private)),
         tsa=SigningKey(to_asn1(tsa_certificate), chain, "RSA", SoftwareRawSigner(tsa_private)),
+        ec_tsa=SigningKey(to_asn1(ec_tsa_certificate), chain, "EC", SoftwareRawSigner(ec_tsa_private)),
         root_pem=directory / "root.pem",
         chain_pem=directory / "chain.pem",
         tsa_pem=directory / "tsa.pem",
+        ec_tsa_pem=directory / "ec-tsa.pem",
     )
 
 
@@ -125,7 +130,8 @@ def timestamper(authority: TimeStampAuthority) -> InProcessTimeStamper:
 
 def write_pdf(path: Path, page_count: int) -> Path:
     """Write an A4 PDF with ``page_count`` pages of ASCII text, made with reportlab."""
-    document = canvas.Canvas(str(path), pagesize=A4)
+    # Uncompressed content streams let tests find and alter the page text.
+    document = canvas.Canvas(str(path), pagesize=A4, pageCompression=0)
     for number in range(1, page_count + 1):
         document.setFont("Times-Roman", 14)
         document.drawString(72, 760, f"Test document, page {number} of {page_count}")

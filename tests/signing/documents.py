@@ -6,6 +6,7 @@ from pathlib import Path
 
 from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
+from pyhanko.pdf_utils.crypt.pubkey import RecipientEncryptionPolicy
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.pdf_utils.writer import copy_into_new_writer
@@ -41,7 +42,8 @@ def write_pubkey_encrypted_copy(source: Path, target: Path, recipient: asn1_x509
     """Write ``source`` encrypted for ``recipient`` with the public-key security handler."""
     with source.open("rb") as stream:
         writer = copy_into_new_writer(PdfFileReader(stream))
-        writer.encrypt_pubkey([recipient])
+        # The test certificates lack keyEncipherment, which pyHanko checks by default.
+        writer.encrypt_pubkey([recipient], policy=RecipientEncryptionPolicy(ignore_key_usage=True))
         with target.open("wb") as output:
             writer.write(output)
     return target

@@ -1,0 +1,44 @@
+"""Tests for the stamp font lookup and NFC normalisation."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from signserver.errors import SignserverError
+from signserver.signing.fonts import DEFAULT_STAMP_FONT, STAMP_FONT_ENV_VAR, nfc, stamp_font_path
+
+
+def test_stamp_font_path_default(monkeypatch):
+    monkeypatch.delenv(STAMP_FONT_ENV_VAR, raising=False)
+    if not DEFAULT_STAMP_FONT.is_file():
+        pytest.skip(f"Liberation Serif is not installed at {DEFAULT_STAMP_FONT}")
+
+    assert stamp_font_path() == DEFAULT_STAMP_FONT
+
+
+def test_stamp_font_path_env_override(monkeypatch, tmp_path):
+    font = tmp_path / "font.ttf"
+    font.write_bytes(b"placeholder")
+    monkeypatch.setenv(STAMP_FONT_ENV_VAR, str(font))
+
+    assert stamp_font_path() == font
+
+
+def test_stamp_font_path_missing(monkeypatch, tmp_path):
+    missing = tmp_path / "missing.ttf"
+    monkeypatch.setenv(STAMP_FONT_ENV_VAR, str(missing))
+
+    with pytest.raises(SignserverError) as caught:
+        stamp_font_path()
+
+    assert caught.value.code == "stamp_font_missing"
+    assert caught.value.params == {"path": str(missing), "env_var": STAMP_FONT_ENV_VAR}
+
+
+def test_nfc_composes_vietnamese():
+    decomposed = unicodedata.normalize("NFD", "Trần Thị Bích Ngọc")
+
+    assert nfc(decomposed) == "Trần Thị Bích Ngọc"
+    assert len(nfc(decomposed)) < len(decomposed)
