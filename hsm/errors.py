@@ -34,7 +34,7 @@ class HsmUnavailable(HsmError):
 
 
 class TokenNotFound(HsmError):
-    """No slot holds a token with the configured label."""
+    """No slot contains a token with the configured label."""
 
     code = "hsm_token_not_found"
 

@@ -1,11 +1,18 @@
-"""Loading the PKCS#11 module and finding the token, once per process.
+"""Loading the PKCS#11 module, serialising calls into it, and finding the token.
+
+python-pkcs11 0.10 always calls C_Initialize with NULL_PTR arguments. Under
+the PKCS#11 rules the application thereby promises never to call the module
+from two threads at once, and SoftHSM 2.6 then runs without its internal
+mutexes. Concurrent calls then abort the process, as this package's
+concurrent-sign test did before the lock existed. Every call into a module therefore holds that
+module's :func:`module_lock`. C_Sign still runs without the GIL, so other
+Python threads, such as an asyncio event loop, keep running meanwhile.
 
 PKCS#11 leaves a forked child without a usable library: the child must call
 C_Initialize itself, and sessions and object handles inherited from the
-parent are not valid in it.
-python-pkcs11 keeps one loaded ``pkcs11.lib`` per module path per process and
-does not notice a fork, so :func:`load_library` re-initialises the module the
-first time it is used in a child.
+parent are not valid in it. python-pkcs11 keeps one loaded ``pkcs11.lib`` per
+module path per process and does not notice a fork, so :func:`load_library`
+re-initialises the module the first time it is used in a child.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ __all__ = [
     "is_not_initialized",
     "library_epoch",
     "load_library",
+    "module_lock",
     "reinitialize_library",
 ]
 
@@ -38,21 +46,53 @@ _initialized_in: dict[str, int] = {}
 # numbers again afterwards, so a pool opened in an earlier epoch must never use
 # or close its handles: they may name another pool's new sessions.
 _epochs: dict[str, int] = {}
-_reinitialize_lock = threading.Lock()
+
+# Module path -> the pkcs11.lib this package loaded, to notice a C_Finalize made elsewhere.
+_libraries: dict[str, pkcs11.lib] = {}
+
+_module_locks: dict[str, threading.RLock] = {}
+_module_locks_guard = threading.Lock()
+
+
+def module_lock(module_path: str) -> threading.RLock:
+    """Return the lock that every call into the module at ``module_path`` must hold."""
+    with _module_locks_guard:
+        lock = _module_locks.get(module_path)
+        if lock is None:
+            lock = _module_locks[module_path] = threading.RLock()
+        return lock
+
+
+def _reset_locks_in_child() -> None:
+    # A lock held by another thread at fork time would never be released in
+    # the child, where only the forking thread exists.
+    global _module_locks_guard
+    _module_locks_guard = threading.Lock()
+    _module_locks.clear()
+
+
+os.register_at_fork(after_in_child=_reset_locks_in_child)
 
 
 def load_library(module_path: str) -> pkcs11.lib:
     """Load and initialise the PKCS#11 module, re-initialising it after a fork."""
-    try:
-        library = pkcs11.lib(module_path)
-    except PKCS11Error as exc:
-        raise HsmUnavailable(f"cannot load PKCS#11 module {module_path}: {exc}") from exc
+    with module_lock(module_path):
+        known = _libraries.get(module_path)
+        if known is not None and not known.initialized:
+            # Someone called C_Finalize, and pkcs11.lib() below calls
+            # C_Initialize again, which voids every handle of the old epoch.
+            _epochs[module_path] = library_epoch(module_path) + 1
+        try:
+            library = pkcs11.lib(module_path)
+        except PKCS11Error as exc:
+            raise HsmUnavailable(f"cannot load PKCS#11 module {module_path}: {exc}") from exc
+        _libraries[module_path] = library
 
-    pid = os.getpid()
-    initialized_in = _initialized_in.setdefault(module_path, pid)
-    if initialized_in != pid:
-        reinitialize_library(library, module_path)
-        log.info("hsm.library.reinitialized", module_path=module_path, reason="fork", parent_pid=initialized_in)
+        pid = os.getpid()
+        initialized_in = _initialized_in.setdefault(module_path, pid)
+        if initialized_in != pid:
+            reinitialize_library(library, module_path)
+            log.info("hsm.library.reinitialized", module_path=module_path, reason="fork", parent_pid=initialized_in)
     return library
 
 
@@ -65,10 +105,10 @@ def reinitialize_library(library: pkcs11.lib, module_path: str) -> None:
     """Call C_Finalize, ignoring its failure, then C_Initialize, and start a new epoch.
 
     C_Finalize fails with CKR_CRYPTOKI_NOT_INITIALIZED in a forked child or
-    after the module lost its state; python-pkcs11 still marks the library as
-    finalised, so the following C_Initialize runs.
+    after the module lost its state. python-pkcs11 marks the library as
+    finalised even then, so the following C_Initialize runs.
     """
-    with _reinitialize_lock:
+    with module_lock(module_path):
         # The epoch changes first, so that no pool uses an old handle once
         # C_Initialize can hand the same numbers out again.
         _epochs[module_path] = library_epoch(module_path) + 1

@@ -1,9 +1,9 @@
 """Sign mechanisms and their parameters, checked before anything reaches the token.
 
-The service hashes documents itself and sends the token only the digest
+The service hashes documents itself. It sends the token only the digest
 (ECDSA, RSA-PSS) or the DER DigestInfo (RSA PKCS#1 v1.5), so the token uses
-the "raw" mechanisms CKM_RSA_PKCS, CKM_RSA_PKCS_PSS and CKM_ECDSA
-(PKCS#11 v2.40 Current Mechanisms, sections 2.1.6, 2.1.10 and 2.3.6).
+the mechanisms without a built-in hash: CKM_RSA_PKCS, CKM_RSA_PKCS_PSS and
+CKM_ECDSA.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ CURVES: dict[str, str] = {
     "P-384": "secp384r1",
 }
 
-# ECDSA input is a digest: SHA-256, SHA-384 or SHA-512 (SHA-2 or SHA-3).
+# ECDSA input is a 256, 384 or 512-bit digest (SHA-2 or SHA-3).
 ECDSA_DIGEST_SIZES = frozenset({32, 48, 64})
 
 

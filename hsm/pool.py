@@ -7,9 +7,9 @@ extra "login session" outside the pool that performs C_Login and is closed
 last. The pooled sessions are opened without a PIN, so python-pkcs11 never
 calls C_Logout when one of them is closed.
 
-A python-pkcs11 session serialises operations with its own lock, so one
-borrowed session serves one thread at a time and ``pool_size`` bounds the
-number of concurrent token operations.
+One borrowed session serves one thread at a time. Calls into the module
+are serialised by :func:`hsm.library.module_lock`, so ``pool_size`` bounds
+the threads holding a session, not parallel token operations.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from pkcs11.types import Key
 
 from hsm.errors import AmbiguousTokenError, HsmUnavailable, KeyNotFound
 from hsm.inventory import OBJECT_CLASS_NAMES, describe_object
-from hsm.library import describe_error, library_epoch
+from hsm.library import describe_error, library_epoch, module_lock
 
 __all__ = ["LoginRejected", "PoolClosed", "PoolStale", "PooledSession", "SessionPool", "is_session_fault"]
 
@@ -114,8 +114,10 @@ class PooledSession:
             template = {pkcs11.Attribute.CLASS: object_class, pkcs11.Attribute.ID: key_id}
             objects = tuple(describe_object(found) for found in self.session.get_objects(template))
             names = "; ".join(str(found) for found in objects)
+            class_name = OBJECT_CLASS_NAMES[object_class]
             raise AmbiguousTokenError(
-                f"{len(objects)} objects of class {OBJECT_CLASS_NAMES[object_class]} share CKA_ID {key_id.hex()}: {names}",
+                f"{len(objects)} {class_name} objects share CKA_ID {key_id.hex()}: {names}; "
+                "remove or relabel the extra objects",
                 objects,
             ) from exc
 
@@ -140,13 +142,14 @@ class SessionPool:
         self._condition = threading.Condition()
         self._idle: deque[PooledSession] = deque()
         self._closed = False
-        self._login_session = _log_in(token, user_pin)
-        try:
-            for _ in range(size):
-                self._idle.append(PooledSession(token.open(rw=True)))
-        except PKCS11Error:
-            self.close()
-            raise
+        with module_lock(module_path):
+            self._login_session = _log_in(token, user_pin)
+            try:
+                for _ in range(size):
+                    self._idle.append(PooledSession(token.open(rw=True)))
+            except PKCS11Error:
+                self.close()
+                raise
 
     @contextmanager
     def borrow(self, timeout: float) -> Iterator[PooledSession]:
@@ -202,10 +205,11 @@ class SessionPool:
 
         if self.is_stale():
             return
-        for pooled in idle:
-            _close_quietly(pooled.session)
-        # Last, because closing the login session logs every session of the process out.
-        _close_quietly(self._login_session)
+        with module_lock(self._module_path):
+            for pooled in idle:
+                _close_quietly(pooled.session)
+            # Last, because closing the login session logs every session of the process out.
+            _close_quietly(self._login_session)
 
     def abandon(self) -> None:
         """Forget every session without closing it.
@@ -226,7 +230,8 @@ class SessionPool:
                 self._condition.notify()
                 return
         if not self.is_stale():
-            _close_quietly(pooled.session)
+            with module_lock(self._module_path):
+                _close_quietly(pooled.session)
 
 
 def _log_in(token: pkcs11.Token, user_pin: str) -> pkcs11.Session:

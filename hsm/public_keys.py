@@ -1,4 +1,4 @@
-"""Encoding of token public keys as DER SubjectPublicKeyInfo (RFC 5280, section 4.1.2.7)."""
+"""Encoding of token public keys as DER SubjectPublicKeyInfo, the X.509 public key structure."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def subject_public_key_info(public_key: PublicKey) -> bytes:
                 "public_exponent": int.from_bytes(public_key[Attribute.PUBLIC_EXPONENT], "big"),
             }
         )
-        # RFC 3279, section 2.3.1: rsaEncryption with NULL parameters.
+        # The rsaEncryption algorithm identifier with NULL parameters.
         return keys.PublicKeyInfo.wrap(rsa_public_key, "rsa").dump()
 
     if key_type == KeyType.EC:
@@ -42,8 +42,8 @@ def subject_public_key_info(public_key: PublicKey) -> bytes:
 def ec_point_from_attribute(value: bytes, coordinate_size: int) -> bytes:
     """Return the X9.62 uncompressed point from a CKA_EC_POINT value.
 
-    PKCS#11 v2.40 defines CKA_EC_POINT as the DER OCTET STRING that wraps the
-    point, which is what SoftHSM 2.6 returns. Some modules return the bare
+    PKCS#11 specifies CKA_EC_POINT as a DER OCTET STRING that wraps the
+    point, and SoftHSM 2.6 returns that form. Some modules return the bare
     point instead, recognised here by its length: 0x04 followed by two
     coordinates of ``coordinate_size`` bytes.
     """
@@ -56,5 +56,7 @@ def ec_point_from_attribute(value: bytes, coordinate_size: int) -> bytes:
     except ValueError as exc:
         raise HsmError(f"CKA_EC_POINT is neither a DER OCTET STRING nor a bare point: {exc}") from exc
     if len(point) != bare_point_size or point[0] != 0x04:
-        raise HsmError(f"CKA_EC_POINT holds a {len(point)}-byte point; expected {bare_point_size} bytes starting 0x04")
+        raise HsmError(
+            f"CKA_EC_POINT contains a {len(point)}-byte point; expected {bare_point_size} bytes starting with 0x04"
+        )
     return point

@@ -104,7 +104,7 @@ def init_softhsm_token(conf_path: Path, label: str, so_pin: str, user_pin: str, 
             return
 
         command = ["softhsm2-util", "--init-token", "--free", "--label", label, "--module", module_path]
-        # softhsm2-util asks for each PIN twice: SO PIN, SO PIN again, user PIN, user PIN again.
+        # softhsm2-util prompts for each PIN twice: SO PIN, SO PIN again, user PIN, user PIN again.
         answers = f"{so_pin}\n{so_pin}\n{user_pin}\n{user_pin}\n"
         returncode, stdout, stderr = _run_with_terminal_input(command, env, answers)
 

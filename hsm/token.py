@@ -1,9 +1,9 @@
 """The :class:`Hsm` facade: key generation, signing and secret wrapping on one token.
 
 Every call borrows a logged-in session from a :class:`hsm.pool.SessionPool`.
-When a call fails because the session, login or device failed, the pool is
-dropped and opened again (with a new login) after a short back-off, at most
-once per call; see :meth:`Hsm._run`.
+When the session, login or device fails during a call, the pool is dropped.
+It is opened again, with a new login, after a short back-off and at most
+once per call (see :meth:`Hsm._run`).
 
 Processes that fork: a child must call :meth:`Hsm.open` itself, after the
 fork. Sessions opened in the parent are not valid in the child, and an
@@ -28,7 +28,7 @@ from pkcs11.types import SignMixin
 from hsm import inventory, keygen, wrapping
 from hsm.config import HsmConfig
 from hsm.errors import HsmError, HsmUnavailable
-from hsm.library import describe_error, find_token, load_library, reinitialize_library
+from hsm.library import describe_error, find_token, load_library, module_lock, reinitialize_library
 from hsm.mechanisms import CURVES, sign_mechanism
 from hsm.pool import LoginRejected, PoolClosed, PooledSession, PoolStale, SessionPool, is_session_fault
 from hsm.public_keys import subject_public_key_info
@@ -51,8 +51,10 @@ MAX_POOL_SWITCHES = 5
 class Hsm:
     """One PKCS#11 token reached through a pool of logged-in sessions.
 
-    All methods are thread-safe. ``sign`` runs C_Sign with the GIL released,
-    so up to ``pool_size`` signatures proceed in parallel.
+    All methods are thread-safe. Token operations of one process run one at
+    a time (see :mod:`hsm.library` for why), and C_Sign runs with the GIL
+    released, so an event loop that awaits ``sign`` in an executor keeps
+    serving other requests. Use several processes for parallel signing.
     """
 
     def __init__(self, config: HsmConfig) -> None:
@@ -79,6 +81,7 @@ class Hsm:
         failure) or AmbiguousTokenError. Calling ``open()`` again replaces the
         pool; in a forked child that is how the ``Hsm`` becomes usable.
         """
+        self._replace_locks_after_fork()
         with self._lock:
             self._discard_pool_locked()
             self._is_open = False
@@ -102,6 +105,7 @@ class Hsm:
 
     def close(self) -> None:
         """Close idle sessions and log out; sessions still borrowed close when their call ends."""
+        self._replace_locks_after_fork()
         with self._lock:
             was_open = self._is_open
             self._is_open = False
@@ -195,7 +199,7 @@ class Hsm:
         def sign_with_key(key: Any) -> bytes:
             if key.key_type != chosen.key_type:
                 raise ValueError(
-                    f"mechanism {chosen.name} needs a {chosen.key_type.name} key, "
+                    f"mechanism {chosen.name} needs a key of type {chosen.key_type.name}, "
                     f"but private key CKA_ID={key_id.hex()} is {inventory.key_type_name(key.key_type)}"
                 )
             if not isinstance(key, SignMixin):
@@ -226,7 +230,7 @@ class Hsm:
         return self._run("decrypt_secret", decrypt)
 
     def probe(self) -> bool:
-        """Check that the token answers: C_GetTokenInfo, then C_GenerateRandom on an idle session.
+        """Check that the token responds: C_GetTokenInfo, then C_GenerateRandom on an idle session.
 
         Reopens a dropped pool like any other call. Returns False on any
         failure and never raises. Logs only when the result changes, because
@@ -235,15 +239,19 @@ class Hsm:
         pool: SessionPool | None = None
         try:
             pool, _ = self._pool_for_call(may_reopen=True)
-            token_info = pool.token.slot.get_token()
+            with module_lock(self._config.module_path):
+                token_info = pool.token.slot.get_token()
             if token_info.label != self._config.token_label:
-                raise HsmUnavailable(f"slot now holds token {token_info.label!r}")
+                raise HsmUnavailable(
+                    f"the slot now contains token {token_info.label!r} instead of {self._config.token_label!r}"
+                )
 
-            # With every session busy the token is evidently answering.
+            # When every session is busy, the token is evidently responding.
             pooled = pool.try_borrow()
             if pooled is not None:
                 try:
-                    pooled.session.generate_random(64)
+                    with module_lock(self._config.module_path):
+                        pooled.session.generate_random(64)
                 finally:
                     pool.release(pooled)
         except PKCS11Error as exc:
@@ -272,7 +280,7 @@ class Hsm:
             pool, reopened_now = self._pool_for_call(may_reopen=not reopened)
             reopened = reopened or reopened_now
             try:
-                with pool.borrow(self._config.borrow_timeout) as pooled:
+                with pool.borrow(self._config.borrow_timeout) as pooled, module_lock(self._config.module_path):
                     return action(pooled)
             except PoolClosed:
                 continue
@@ -280,13 +288,12 @@ class Hsm:
                 self._drop_pool(pool, operation, "module re-initialised")
                 continue
             except PKCS11Error as exc:
+                message = f"{operation} failed on token {self._config.token_label!r}: {describe_error(exc)}"
                 if not is_session_fault(exc):
-                    raise HsmError(f"{operation} failed on token {self._config.token_label!r}: {describe_error(exc)}") from exc
+                    raise HsmError(message) from exc
                 self._drop_pool(pool, operation, describe_error(exc))
                 if reopened or not retry:
-                    raise HsmUnavailable(
-                        f"{operation} failed on token {self._config.token_label!r}: {describe_error(exc)}"
-                    ) from exc
+                    raise HsmUnavailable(message) from exc
         raise HsmUnavailable(
             f"{operation} failed: the session pool of token {self._config.token_label!r} "
             f"was replaced {MAX_POOL_SWITCHES} times during the call"
@@ -318,7 +325,9 @@ class Hsm:
                 )
             if self._pool is not None and self._pool.is_stale():
                 self._discard_pool_locked()
-                log.warning("hsm.session_pool.dropped", token_label=self._config.token_label, error="module re-initialised")
+                log.warning(
+                    "hsm.session_pool.dropped", token_label=self._config.token_label, error="module re-initialised"
+                )
             if self._pool is not None:
                 return self._pool, False
             if self._login_rejected is not None:
@@ -366,7 +375,8 @@ class Hsm:
         return pool
 
     def _open_pool_locked(self) -> SessionPool:
-        token = find_token(self._library, self._config.token_label)
+        with module_lock(self._config.module_path):
+            token = find_token(self._library, self._config.token_label)
         try:
             return SessionPool(token, self._config.user_pin, self._config.pool_size, self._config.module_path)
         except PKCS11Error as exc:
@@ -390,6 +400,13 @@ class Hsm:
             operation=operation,
             error=error,
         )
+
+    def _replace_locks_after_fork(self) -> None:
+        if self._pid is not None and self._pid != os.getpid():
+            # In a forked child only this thread exists, so a lock that another
+            # parent thread held at fork time would never be released.
+            self._lock = threading.Lock()
+            self._generate_lock = threading.Lock()
 
     def _discard_pool_locked(self) -> None:
         pool, self._pool = self._pool, None

@@ -58,7 +58,7 @@ def decrypt_secret(session: pkcs11.Session, key: SecretKey, blob: bytes) -> byte
         raise InvalidSecretBlob("secret blob failed AES-GCM authentication") from exc
     except (GeneralError, FunctionFailed) as exc:
         # SoftHSM 2.6.1 reports a GCM tag mismatch as CKR_GENERAL_ERROR, the
-        # same code as a device failure. If the session still answers
+        # same code as a device failure. If the session still responds to
         # C_GenerateRandom, the blob is at fault, not the token.
         if _session_alive(session):
             raise InvalidSecretBlob("secret blob failed AES-GCM authentication") from exc

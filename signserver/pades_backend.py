@@ -12,12 +12,23 @@ import hsm
 from signserver.core.ports import CheckedPdf, SignedDocument
 from signserver.hsm_bridge import signing_key_for
 from signserver.signing.errors import PdfPageOutOfRange
-from signserver.signing.pades import StampSpec, sign_pdf
-from signserver.signing.pdf_inspect import inspect_pdf
+from signserver.signing.pades import StampSpec, default_stamp_box, page_visible_box, sign_pdf
+from signserver.signing.pdf_inspect import open_pdf_reader, read_pdf_info
 from signserver.signing.validate import ensure_signed_pdf_valid
 from signserver.store.records import Credential, SignRequest
 
 __all__ = ["PadesChecker", "PadesDocumentSigner"]
+
+
+def _check_pdf(path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
+    with path.open("rb") as stream:
+        reader = open_pdf_reader(stream, password)
+        info = read_pdf_info(reader)
+        page = stamp_page if stamp_page is not None else info.page_count
+        if page > info.page_count:
+            raise PdfPageOutOfRange(page=page, page_count=info.page_count)
+        box = default_stamp_box(page_visible_box(reader, page))
+    return CheckedPdf(page_count=info.page_count, stamp_page=page, default_stamp_box=box)
 
 
 class PadesChecker:
@@ -25,10 +36,7 @@ class PadesChecker:
 
     async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
         loop = asyncio.get_running_loop()
-        info = await loop.run_in_executor(None, inspect_pdf, path, password)
-        if stamp_page is not None and stamp_page > info.page_count:
-            raise PdfPageOutOfRange(page=stamp_page, page_count=info.page_count)
-        return CheckedPdf(page_count=info.page_count)
+        return await loop.run_in_executor(None, _check_pdf, path, password, stamp_page)
 
 
 class PadesDocumentSigner:

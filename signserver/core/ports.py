@@ -40,7 +40,12 @@ class DocumentSigner(Protocol):
 @dataclass(frozen=True)
 class CheckedPdf:
     page_count: int
+    # The page the stamp goes on (the last page unless one was asked for) and a box that fits it.
+    stamp_page: int
+    default_stamp_box: tuple[float, float, float, float]
 
 
 class PdfChecker(Protocol):
-    async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf: ...
+    async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
+        """Open the PDF as the signer will; ``stamp_page`` None means the last page."""
+        ...

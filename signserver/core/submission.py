@@ -25,14 +25,13 @@ from signserver.store.records import Application, Credential, SignRequest
 from .audit import append_audit
 from .context import CoreContext, new_id
 from .errors import IdempotencyKeyReused, PolicyDenied, SignerUnknown
+from .ports import CheckedPdf
 from .states import PENDING_APPROVAL
 
-__all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request", "DEFAULT_STAMP_BOX"]
+__all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
 
 log = structlog.get_logger(__name__)
 
-# Bottom right of the page, inside both A4 (595 pt) and US Letter (612 pt) widths.
-DEFAULT_STAMP_BOX = (315.0, 50.0, 565.0, 150.0)
 SUPPORTED_FORMATS = {"pades": {"B-T"}}
 MAX_TTL_SECONDS = 30 * 86400
 
@@ -40,7 +39,7 @@ MAX_TTL_SECONDS = 30 * 86400
 @dataclass(frozen=True)
 class Placement:
     page: int | None  # None: the last page
-    box: tuple[float, float, float, float]
+    box: tuple[float, float, float, float] | None  # None: the bottom-right corner of that page
     visible: bool = True
 
 
@@ -121,7 +120,7 @@ class SubmitMetadata:
             "format": self.signature_format,
             "level": self.signature_level,
             "document_type": self.document_type,
-            "placement": [self.placement.page, list(self.placement.box), self.placement.visible],
+            "placement": [self.placement.page, self.placement.box, self.placement.visible],
             "document_sha256": document_sha256,
         }
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -137,15 +136,17 @@ def _parse_password(value: Any) -> str | None:
 
 def _parse_placement(value: Any) -> Placement:
     if value is None:
-        return Placement(page=None, box=DEFAULT_STAMP_BOX)
+        return Placement(page=None, box=None)
     if not isinstance(value, dict):
         raise InvalidInput("field_invalid", field="placement", reason="must be an object with page and rect")
     if value.get("visible") is False:
-        return Placement(page=None, box=(0.0, 0.0, 0.0, 0.0), visible=False)
+        return Placement(page=None, box=None, visible=False)
     page = value.get("page")
     if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
         raise InvalidInput("field_invalid", field="placement.page", reason="must be a page number from 1")
-    rect = value.get("rect", list(DEFAULT_STAMP_BOX))
+    rect = value.get("rect")
+    if rect is None:
+        return Placement(page=page, box=None)
     if (
         not isinstance(rect, list)
         or len(rect) != 4
@@ -179,9 +180,11 @@ async def _resolve_signer(ctx: CoreContext, signer: str) -> Credential:
     return credential
 
 
-def _placement_json(placement: Placement, page_count: int) -> str:
-    page = placement.page if placement.page is not None else page_count
-    return json.dumps({"page": page, "rect": list(placement.box), "visible": placement.visible})
+def _placement_json(placement: Placement, checked: CheckedPdf) -> str:
+    if not placement.visible:
+        return json.dumps({"visible": False})
+    box = placement.box if placement.box is not None else checked.default_stamp_box
+    return json.dumps({"page": checked.stamp_page, "rect": list(box), "visible": True})
 
 
 async def submit_sign_request(
@@ -213,8 +216,7 @@ async def submit_sign_request(
                  dossier_code=meta.dossier_code, rule=decision.rule_id)
         raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
 
-    stamp_page = meta.placement.page if meta.placement.visible else None
-    checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, stamp_page)
+    checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page)
 
     request_id = new_id("req")
     request_dir = ctx.settings.documents_dir / request_id
@@ -238,7 +240,7 @@ async def submit_sign_request(
         signature_level=meta.signature_level,
         reason=meta.reason,
         location=meta.location,
-        placement_json=_placement_json(meta.placement, checked.page_count),
+        placement_json=_placement_json(meta.placement, checked),
         document_name=document.name,
         document_path=str(stored_path),
         document_sha256=document.sha256,

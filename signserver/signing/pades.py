@@ -13,11 +13,14 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
+import structlog
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import FormFillingError
@@ -38,18 +41,29 @@ from signserver.signing.errors import (
 )
 from signserver.signing.fonts import nfc, stamp_font_path
 from signserver.signing.keys import SigningKey, pyhanko_signer
-from signserver.signing.pdf_inspect import open_pdf_reader, pdf_parse_errors, read_pdf_info
+from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors, read_pdf_info
 from signserver.signing.stamp import StampSpec, stamp_style, stamp_text_params
 
-__all__ = ["PADES_LEVEL", "SIGNATURE_CONTAINER_BYTES", "StampSpec", "PadesResult", "sign_pdf"]
+__all__ = [
+    "PADES_LEVEL",
+    "SIGNATURE_CONTAINER_BYTES",
+    "StampSpec",
+    "PadesResult",
+    "sign_pdf",
+    "page_visible_box",
+    "default_stamp_box",
+]
+
+log = structlog.get_logger(__name__)
 
 PADES_LEVEL = "B-T"
 DIGEST_ALGORITHM = "sha256"
 
-# Space reserved in /Contents for the CMS object, which holds the signer's
-# chain and the time-stamp token with the TSA's chain. With RSA-3072 CAs the
-# object measures roughly 8-10 KB, so 32 KB leaves room for longer chains
-# without the trial signature that pyHanko would otherwise need for sizing.
+# Space reserved in /Contents for the CMS object, which contains the signer's
+# chain and the time-stamp token with the TSA's chain. With the demo PKI
+# (RSA-3072 CAs, RSA-2048 or P-256 signer and TSA) the object measures about
+# 9 KB, so 32 KB leaves room for longer chains and larger keys without the
+# trial signature that pyHanko would otherwise need for sizing.
 SIGNATURE_CONTAINER_BYTES = 32 * 1024
 
 _COPY_CHUNK_BYTES = 1024 * 1024
@@ -91,7 +105,8 @@ async def sign_pdf(
     Without ``field_name``, a new field "SignatureN" is created. A named field
     that exists and is empty is signed in place, with its own box.
 
-    Raises the errors of ``inspect_pdf``, PdfPageOutOfRange, PdfStampInvalid,
+    Raises the errors of ``inspect_pdf``, PdfPageOutOfRange, PdfStampInvalid
+    (field name or text),
     PdfFieldAlreadySigned, PdfCertifiedNewVisibleField (a stamp in a new field
     of a certified document), and TimestampFailed when the TSA gives no token.
     """
@@ -101,8 +116,6 @@ async def sign_pdf(
     with Path(input_path).open("rb") as input_stream:
         reader = open_pdf_reader(input_stream, password)
         info = read_pdf_info(reader)
-        if info.page_count == 0:
-            raise PdfInvalid(reason="the document has no pages")
         if stamp is not None:
             _check_stamp_placement(reader, stamp, info.page_count)
         field_name, field_exists = _choose_field_name(reader, field_name)
@@ -180,24 +193,53 @@ def _check_signing_time(signing_time: datetime | None) -> datetime:
 
 
 def _check_stamp_placement(reader: PdfFileReader, stamp: StampSpec, page_count: int) -> None:
-    """Check that the stamp page exists and that the box lies within its visible area."""
+    """Check that the stamp page exists, and log a warning if the box leaves its visible area.
+
+    A box outside the page is kept as given, because the signature stays
+    valid and the caller chose the position.
+    """
     if stamp.page > page_count:
         raise PdfPageOutOfRange(page=stamp.page, page_count=page_count)
 
     with pdf_parse_errors():
         page_ref, _ = reader.find_page_for_modification(stamp.page - 1)
+    try:
         visible_box = _inherited_page_box(page_ref.get_object())
+    except PDF_PARSE_ERRORS:
+        # A damaged page box only costs the warning. pyHanko does not need it.
+        visible_box = None
     if visible_box is None:
-        # Without /MediaBox, viewers assume a default page size, so any box is kept.
         return
 
     left, bottom, right, top = visible_box
     x1, y1, x2, y2 = stamp.box
     if x1 < left or y1 < bottom or x2 > right or y2 > top:
-        raise PdfStampInvalid(
-            reason=f"box {stamp.box} lies outside page {stamp.page}, "
-            f"whose visible area is {(left, bottom, right, top)}"
-        )
+        log.warning("pdf_stamp.outside_page", page=stamp.page, box=stamp.box, visible_box=visible_box)
+
+
+def page_visible_box(reader: PdfFileReader, page: int) -> tuple[float, float, float, float] | None:
+    """Return the visible box (CropBox, else MediaBox) of the 1-based ``page``, or None if it has none."""
+    with pdf_parse_errors():
+        page_ref, _ = reader.find_page_for_modification(page - 1)
+    try:
+        return _inherited_page_box(page_ref.get_object())
+    except PDF_PARSE_ERRORS:
+        return None
+
+
+def default_stamp_box(visible_box: tuple[float, float, float, float] | None) -> tuple[float, float, float, float]:
+    """Return a stamp box in the bottom-right corner of a page, inside its visible box.
+
+    The box is 250 x 100 points where the page allows, smaller on small pages,
+    with a margin of 5 % of the page's width and height.
+    """
+    left, bottom, right, top = visible_box or (0.0, 0.0, 595.0, 842.0)  # A4 when the page names no box
+    width, height = right - left, top - bottom
+    box_width = min(250.0, width * 0.9)
+    box_height = min(100.0, height * 0.4)
+    x2 = right - width * 0.05
+    y1 = bottom + height * 0.05
+    return (round(x2 - box_width, 2), round(y1, 2), round(x2, 2), round(y1 + box_height, 2))
 
 
 def _inherited_page_box(page: generic.DictionaryObject) -> tuple[float, float, float, float] | None:
@@ -208,10 +250,12 @@ def _inherited_page_box(page: generic.DictionaryObject) -> tuple[float, float, f
             if box_name in node:
                 x1, y1, x2, y2 = (float(value) for value in node[box_name])
                 return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
-            parent = node.get("/Parent")
-            if not isinstance(parent, generic.DictionaryObject):
+            try:
+                node = node["/Parent"]
+            except KeyError:
                 break
-            node = parent
+            if not isinstance(node, generic.DictionaryObject):
+                break
     return None
 
 
@@ -238,10 +282,10 @@ def _choose_field_name(reader: PdfFileReader, requested: str | None) -> tuple[st
         return requested, bool(matches)
 
     with pdf_parse_errors():
-        taken = {name for name, _, _ in enumerate_sig_fields(reader)}
-        for number in range(len(taken) + 1, _MAX_DEFAULT_FIELD_NUMBER):
+        existing_names = {name for name, _, _ in enumerate_sig_fields(reader)}
+        for number in range(len(existing_names) + 1, _MAX_DEFAULT_FIELD_NUMBER):
             candidate = f"Signature{number}"
-            if candidate in taken:
+            if candidate in existing_names:
                 continue
             try:
                 next(enumerate_sig_fields(reader, with_name=candidate), None)
@@ -253,36 +297,26 @@ def _choose_field_name(reader: PdfFileReader, requested: str | None) -> tuple[st
 
 
 def _field_spec(field_name: str, stamp: StampSpec | None) -> SigFieldSpec:
+    # NOTE: the page's /Rotate is not compensated. On a rotated page the stamp
+    # is drawn in unrotated user space, so viewers show it rotated as well.
     if stamp is None:
         return SigFieldSpec(sig_field_name=field_name)
     return SigFieldSpec(sig_field_name=field_name, on_page=stamp.page - 1, box=stamp.box)
 
 
-class _atomic_output:
-    """A temporary file beside ``path`` that replaces ``path`` only if the block succeeds."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._temporary_path: Path | None = None
-        self._file: BinaryIO | None = None
-
-    def __enter__(self) -> BinaryIO:
-        descriptor, name = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.", suffix=".tmp")
-        self._temporary_path = Path(name)
-        self._file = os.fdopen(descriptor, "w+b")
-        return self._file
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        assert self._file is not None and self._temporary_path is not None
-        try:
-            if exc_type is None:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            self._file.close()
-            if exc_type is None:
-                os.replace(self._temporary_path, self._path)
-        finally:
-            self._temporary_path.unlink(missing_ok=True)
+@contextmanager
+def _atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """Yield a temporary file beside ``path`` that replaces ``path`` only if the block succeeds."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary_path = Path(name)
+    try:
+        with os.fdopen(descriptor, "w+b") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary_path, path)
+    finally:
+        temporary_path.unlink(missing_ok=True)
 
 
 def _sha256_of(stream: BinaryIO) -> str:

@@ -10,6 +10,7 @@ password security handler is supported.
 
 from __future__ import annotations
 
+import errno
 import struct
 import zlib
 from collections.abc import Iterator
@@ -43,9 +44,10 @@ __all__ = [
     "pdf_parse_errors",
 ]
 
-# What a damaged or hostile file can make pyHanko, zlib or the struct module
-# raise while parsing. MemoryError, OSError and our own SignserverError are
-# deliberately absent: they are not statements about the document.
+# Exceptions that a damaged or hostile file can make pyHanko, zlib or the
+# struct module raise while parsing. MemoryError, OSError (except EINVAL, see
+# pdf_parse_errors) and SignserverError are left out, because they do not
+# come from the document's content.
 PDF_PARSE_ERRORS: tuple[type[BaseException], ...] = (
     PdfError,
     ValueError,
@@ -62,9 +64,6 @@ PDF_PARSE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _MAX_REASON_LENGTH = 200
-# ISO 32000-2 section 7.7.3.2 puts no limit on page tree depth. Real trees
-# are a few levels deep, so anything deeper than this is treated as hostile.
-_MAX_PAGE_TREE_DEPTH = 64
 # ISO 32000-2 section 12.8.2.2: a DocMDP transform without /P means P=2.
 _DEFAULT_DOCMDP_PERMISSION = 2
 
@@ -90,13 +89,20 @@ def pdf_parse_errors() -> Iterator[None]:
         yield
     except PDF_PARSE_ERRORS as exc:
         raise PdfInvalid(reason=_describe(exc)) from exc
+    except OSError as exc:
+        # A seek to a negative offset read from the file fails with EINVAL.
+        # Other OS errors concern the disk, not the document.
+        if exc.errno != errno.EINVAL:
+            raise
+        raise PdfInvalid(reason=_describe(exc)) from exc
 
 
 def inspect_pdf(path: Path, password: str | None) -> PdfInfo:
     """Open the PDF at ``path`` and return its ``PdfInfo``.
 
     Raises PdfInvalid, PdfPasswordRequired, PdfPasswordInvalid,
-    PdfEncryptionUnsupported, or PdfCertifiedNoChanges because a document
+    PdfEncryptionUnsupported, PdfSigningNotPermitted (user password without
+    form filling permission), or PdfCertifiedNoChanges because a document
     certified with P=1 cannot take another signature.
     """
     with Path(path).open("rb") as stream:
@@ -139,6 +145,9 @@ def read_pdf_info(reader: PdfFileReader) -> PdfInfo:
         has_signatures = next(enumerate_sig_fields(reader, filled_status=True), None) is not None
         certification_level = _read_certification_level(reader)
 
+    if page_count == 0:
+        # pyHanko attaches even an invisible signature's widget to a page.
+        raise PdfInvalid(reason="the page tree contains no readable page")
     if certification_level == 1:
         raise PdfCertifiedNoChanges()
 
@@ -160,6 +169,7 @@ def _decrypt(
         raise PdfEncryptionUnsupported(handler=handler_name)
 
     try:
+        # Building the handler validates the rest of the encryption dictionary.
         reader.security_handler
     except PDF_PARSE_ERRORS as exc:
         raise PdfEncryptionUnsupported(handler=handler_name, reason=_describe(exc)) from exc
@@ -192,43 +202,41 @@ def _permits_signing(auth_result: AuthResult) -> bool:
 
 
 def _count_pages(reader: PdfFileReader) -> int:
-    """Count the page objects in the page tree, rejecting cycles and a wrong /Count.
+    """Count the page objects reachable in the page tree.
 
-    pyHanko finds a page by the /Count of each tree node, so a tree whose
-    /Count disagrees with its leaves would put the stamp on another page.
+    A node met a second time (a cycle, or a node with two parents) is skipped,
+    and so is a kid that is not a dictionary. The file is not rejected for
+    them, because pyHanko signs it as long as the pages it needs come first.
     """
+    # NOTE: pyHanko finds page N by the /Count entries of the tree nodes. Where
+    # they disagree with the pages counted here, a stamp page within this count
+    # can still be unreachable for pyHanko, and signing then fails with PdfInvalid.
     root_ref = reader.root.raw_get("/Pages")
     if not isinstance(root_ref, generic.IndirectObject):
         raise PdfInvalid(reason="the catalog /Pages entry is not an indirect reference")
 
     page_count = 0
     seen: set[generic.Reference] = set()
-    stack: list[tuple[generic.IndirectObject, int]] = [(root_ref, 0)]
+    stack: list[generic.IndirectObject] = [root_ref]
     while stack:
-        node_ref, depth = stack.pop()
+        node_ref = stack.pop()
         if node_ref.reference in seen:
-            raise PdfInvalid(reason="the page tree contains a cycle")
-        if depth > _MAX_PAGE_TREE_DEPTH:
-            raise PdfInvalid(reason=f"the page tree is deeper than {_MAX_PAGE_TREE_DEPTH} levels")
+            continue
         seen.add(node_ref.reference)
 
         node = node_ref.get_object()
         if not isinstance(node, generic.DictionaryObject):
-            reference = node_ref.reference
-            raise PdfInvalid(
-                reason=f"page tree node {reference.idnum} {reference.generation} R is not a dictionary"
-            )
+            continue
         if node.get("/Type") == "/Page":
             page_count += 1
             continue
-        for kid_ref in node["/Kids"]:
-            if not isinstance(kid_ref, generic.IndirectObject):
-                raise PdfInvalid(reason="a page tree /Kids entry is not an indirect reference")
-            stack.append((kid_ref, depth + 1))
-
-    declared_count = reader.root["/Pages"]["/Count"]
-    if declared_count != page_count:
-        raise PdfInvalid(reason=f"the page tree /Count is {declared_count} but it contains {page_count} pages")
+        try:
+            kids = node["/Kids"]
+        except KeyError:
+            continue
+        if isinstance(kids, generic.ArrayObject):
+            # Reversed, so that the stack pops the kids in document order.
+            stack.extend(kid for kid in reversed(kids) if isinstance(kid, generic.IndirectObject))
     return page_count
 
 

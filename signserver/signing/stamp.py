@@ -29,6 +29,7 @@ __all__ = [
     "stamp_lines",
     "stamp_style",
     "stamp_text_params",
+    "single_line",
 ]
 
 VIETNAM_TIME_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -53,7 +54,8 @@ class StampSpec:
 
     ``page`` is 1-based. ``box`` is (x1, y1, x2, y2) in PDF user-space points
     with the origin at the bottom left of the page. The texts are stored in
-    NFC. Raises PdfStampInvalid when a value cannot be used.
+    NFC on one line (see ``single_line``). Raises PdfStampInvalid when a
+    value cannot be used.
     """
 
     page: int
@@ -77,8 +79,7 @@ class StampSpec:
             value = getattr(self, name)
             if not isinstance(value, str):
                 raise PdfStampInvalid(reason=f"{name} must be a string, got {type(value).__name__}")
-            _check_single_line(name, value)
-            object.__setattr__(self, name, nfc(value.strip()))
+            object.__setattr__(self, name, single_line(name, value))
         if not self.signer_name:
             raise PdfStampInvalid(reason="signer_name is empty, set it to the signer's full name")
 
@@ -99,7 +100,7 @@ def stamp_text_params(
     brings its own box) the signer name and agency come from the certificate's
     common name and organization.
     """
-    _check_single_line("reason", reason)
+    reason = single_line("reason", reason)
     if stamp is not None:
         signer_name, signer_title, agency = stamp.signer_name, stamp.signer_title, stamp.agency
     else:
@@ -113,7 +114,7 @@ def stamp_text_params(
         "signer_title": nfc(signer_title),
         "agency": nfc(agency),
         "signing_time": format_signing_time(signing_time),
-        "reason": nfc(reason.strip()),
+        "reason": reason,
     }
 
 
@@ -137,9 +138,15 @@ def stamp_style(font_path: Path, text_params: dict[str, str]) -> TextStampStyle:
     )
 
 
-def _check_single_line(name: str, value: str) -> None:
-    if any(not character.isprintable() for character in value):
-        raise PdfStampInvalid(reason=f"{name} contains a line break or control character")
+def single_line(name: str, value: str) -> str:
+    """Return ``value`` in NFC on one line, with each run of whitespace made one space.
+
+    Raises PdfStampInvalid if a control character other than whitespace remains.
+    """
+    collapsed = " ".join(value.split())
+    if not collapsed.isprintable():
+        raise PdfStampInvalid(reason=f"{name} contains a control character")
+    return nfc(collapsed)
 
 
 def _is_finite_number(value: object) -> bool:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
+import structlog
 from asn1crypto import algos, cms, core, tsp, x509
 from pyhanko.sign.general import as_signing_certificate_v2, simple_cms_attribute
 from pyhanko.sign.timestamps import TimeStamper
@@ -34,6 +35,8 @@ __all__ = [
     "InProcessTimeStamper",
     "TimestampFailed",
 ]
+
+log = structlog.get_logger(__name__)
 
 # Message imprint algorithms accepted in requests. SHA-1 and MD5 are
 # rejected with badAlg because collisions for them can be computed.
@@ -95,7 +98,7 @@ class TimeStampAuthority:
         self._clock = clock
 
     async def respond(self, request_der: bytes) -> bytes:
-        """Answer a DER TimeStampReq with a DER TimeStampResp.
+        """Build the DER TimeStampResp for a DER TimeStampReq.
 
         Requests that cannot be served get status ``rejection`` with a
         failInfo: badRequest (not a valid request), badAlg (hash algorithm not
@@ -258,35 +261,39 @@ class InProcessTimeStamper(TimeStamper):
     async def async_request_tsa_response(self, req: tsp.TimeStampReq) -> TimeStampResp:
         response_der = await self.authority.respond(req.dump())
         try:
-            response = TimeStampResp.load(response_der, strict=True)
-            response.native
+            return TimeStampResp.load(response_der, strict=True)
         except ValueError as exc:
             raise TimestampRequestError(f"the TSA response is not a DER TimeStampResp: {exc}") from exc
-        return response
 
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
         nonce, request = self.request_cms(message_digest, md_algorithm)
         response = await self.async_request_tsa_response(request)
-        # Passing no nonce makes pyHanko check only the status: pyHanko 0.38
-        # raises AttributeError instead of TimestampRequestError on a nonce
-        # mismatch, so the nonce is compared here.
-        token = handle_tsp_response(response, None)
 
-        tst_info = token["content"]["encap_content_info"]["content"].parsed
-        if tst_info["nonce"].native != nonce:
-            raise TimestampRequestError(
-                f"the TSA returned nonce {tst_info['nonce'].native}, but the request sent {nonce}"
-            )
-        imprint = tst_info["message_imprint"]
-        if (
-            imprint["hashed_message"].native != message_digest
-            or imprint["hash_algorithm"]["algorithm"].native != md_algorithm
-        ):
+        # The response is parsed field by field, never through .native:
+        # pyHanko embeds this token object, and asn1crypto 1.5.1 rebuilds a
+        # structure whose .native was read, which made signing ten times slower.
+        try:
+            # Without a nonce, pyHanko checks only the status. On a nonce
+            # mismatch pyHanko 0.38 raises AttributeError instead of
+            # TimestampRequestError, so the nonce is compared here.
+            token = handle_tsp_response(response, None)
+            tst_info = token["content"]["encap_content_info"]["content"].parsed
+            received_nonce = tst_info["nonce"].native
+            imprint = tst_info["message_imprint"]
+            received_digest = imprint["hashed_message"].native
+            received_algorithm = imprint["hash_algorithm"]["algorithm"].native
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TimestampRequestError(f"the TSA response is malformed: {type(exc).__name__}: {exc}") from exc
+
+        if received_nonce != nonce:
+            raise TimestampRequestError(f"the TSA returned nonce {received_nonce}, but the request sent {nonce}")
+        if received_digest != message_digest or received_algorithm != md_algorithm:
             raise TimestampRequestError("the time-stamp token covers another message imprint than the one requested")
         return token
 
 
 def _rejection(fail_info: str, status_string: str) -> bytes:
+    log.info("tsa.request_rejected", fail_info=fail_info, reason=status_string)
     status = tsp.PKIStatusInfo(
         {
             "status": "rejection",
@@ -308,10 +315,10 @@ def _check_imprint(message_imprint: bytes, hash_algorithm: str) -> None:
 
 
 def _check_tsa_certificate(certificate: x509.Certificate) -> None:
-    extension = next(
-        (ext for ext in certificate["tbs_certificate"]["extensions"] if ext["extn_id"].native == "extended_key_usage"),
-        None,
-    )
+    extension = None
+    for candidate in certificate["tbs_certificate"]["extensions"]:
+        if candidate["extn_id"].native == "extended_key_usage":
+            extension = candidate
     subject = certificate.subject.human_friendly
     if extension is None or not extension["critical"].native:
         raise ValueError(f"TSA certificate {subject!r} needs a critical extended key usage extension")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import structlog
 from asn1crypto import x509
 from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
@@ -23,6 +24,8 @@ from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pd
 
 __all__ = ["SignatureReport", "validate_pdf", "ensure_signed_pdf_valid", "validation_context"]
 
+log = structlog.get_logger(__name__)
+
 _PADES_SUBFILTER = "/ETSI.CAdES.detached"
 
 # Personal signing certificates carry nonRepudiation (contentCommitment),
@@ -33,10 +36,10 @@ _SIGNER_KEY_USAGE = KeyUsageConstraints(key_usage={"non_repudiation", "digital_s
 
 @dataclass(frozen=True)
 class SignatureReport:
-    """Validation result of one signature field, oldest signature first."""
+    """Validation result of one signature."""
 
     field_name: str
-    # RFC 4514-style subject of the signer's certificate, "" if unreadable.
+    # Signer certificate subject in asn1crypto's human_friendly form, "" if unreadable.
     signer_subject: str
     intact: bool
     valid: bool
@@ -70,6 +73,7 @@ async def validate_pdf(
 ) -> list[SignatureReport]:
     """Validate every approval and certification signature in the PDF at ``path``.
 
+    Returns one report per signature, oldest first.
     Raises the opening errors of ``inspect_pdf`` (PdfInvalid, password errors).
     A signature that pyHanko cannot evaluate is reported with ``error`` set.
     """
@@ -91,7 +95,9 @@ async def validate_pdf(
                     key_usage_settings=_SIGNER_KEY_USAGE,
                 )
             except PDF_PARSE_ERRORS as exc:
-                reports.append(_failed_report(embedded_signature, exc))
+                report = _failed_report(embedded_signature, exc)
+                log.warning("pdf_signature.evaluation_failed", field_name=report.field_name, error=report.error)
+                reports.append(report)
                 continue
             reports.append(_report(embedded_signature, status))
     return reports

@@ -3,7 +3,7 @@
 SoftHSM2 reads SOFTHSM2_CONF once, at C_Initialize, and python-pkcs11 keeps
 one loaded module per process, so every token these tests use is created in
 one session-scoped step before the module loads. Tests share the tokens and
-use random key ids, so that no test sees another test's keys.
+use random key ids, so that no test uses another test's keys.
 
 Two tokens exist: "main" for the session-wide ``hsm`` fixture, and "scratch"
 for tests that open their own Hsm, plant ambiguous objects or inject faults.
@@ -48,7 +48,7 @@ def softhsm_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm
     If SOFTHSM2_CONF is already set, for example by a fixture of another test
     package, the tokens are added to that configuration. If the module is
     already loaded in this process it is then re-initialised, because SoftHSM2
-    sees new tokens only at C_Initialize.
+    reads the token directory only at C_Initialize.
     """
     if not Path(MODULE_PATH).is_file() or shutil.which("softhsm2-util") is None:
         pytest.skip(f"SoftHSM2 is not installed (module {MODULE_PATH}, softhsm2-util)")

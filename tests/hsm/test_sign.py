@@ -88,7 +88,8 @@ def test_sign_rsa_pss_explicit_salt_verifies(hsm: Hsm, rsa_key: tuple[bytes, byt
     signature = hsm.sign(key_id, "RSA_PKCS_PSS", digest("sha256"), pss_hash="sha256", pss_salt_len=0)
 
     public_key = load_der_public_key(spki)
-    public_key.verify(signature, MESSAGE, padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=0), hashes.SHA256())
+    no_salt = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=0)
+    public_key.verify(signature, MESSAGE, no_salt, hashes.SHA256())
 
 
 def test_sign_rsa_pss_salt_length_is_checked(hsm: Hsm, rsa_key: tuple[bytes, bytes]) -> None:
@@ -167,7 +168,7 @@ def test_sign_unknown_key_raises_key_not_found(hsm: Hsm) -> None:
 def test_sign_ecdsa_with_rsa_key_rejected(hsm: Hsm, rsa_key: tuple[bytes, bytes]) -> None:
     key_id, _ = rsa_key
 
-    with pytest.raises(ValueError, match="needs a EC key"):
+    with pytest.raises(ValueError, match="needs a key of type EC"):
         hsm.sign(key_id, "ECDSA", digest("sha256"))
 
 

@@ -188,13 +188,17 @@ async def test_sign_pdf_page_out_of_range(pki, timestamper, three_page_pdf, tmp_
     assert not output.exists()
 
 
-async def test_sign_pdf_box_outside_page_rejected(pki, timestamper, one_page_pdf, tmp_path):
-    stamp = StampSpec(page=1, box=(500.0, 60.0, 700.0, 150.0), signer_name=SIGNER_NAME, signer_title="", agency=AGENCY)
+async def test_sign_pdf_box_outside_page_kept(pki, timestamper, one_page_pdf, nss_dir, tmp_path):
+    box = (500.0, 60.0, 700.0, 150.0)
+    stamp = StampSpec(page=1, box=box, signer_name=SIGNER_NAME, signer_title="", agency=AGENCY)
+    output = tmp_path / "signed.pdf"
 
-    with pytest.raises(InvalidInput) as caught:
-        await _sign(one_page_pdf, tmp_path / "signed.pdf", pki.rsa_signer, timestamper, stamp=stamp)
+    await _sign(one_page_pdf, output, pki.rsa_signer, timestamper, stamp=stamp)
 
-    assert caught.value.code == "pdf_stamp_invalid"
+    assert SIGNATURE_VALID in pdfsig(output, nss_dir)
+    with output.open("rb") as stream:
+        rect = [float(value) for value in PdfFileReader(stream).embedded_signatures[0].sig_field["/Rect"]]
+    assert rect == list(box)
 
 
 async def test_sign_pdf_signed_field_name_conflict(pki, timestamper, one_page_pdf, tmp_path):

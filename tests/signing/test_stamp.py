@@ -32,8 +32,9 @@ def _spec(**changes) -> StampSpec:
         {"box": (0, 0, math.nan, 10)},
         {"box": (0, 0, 10)},
         {"signer_name": "  "},
-        {"signer_name": "Trần\nThị"},
+        {"signer_name": "\n\t"},
         {"agency": "Ủy ban\x00"},
+        {"signer_title": "Phó\x07Chủ tịch"},
     ],
 )
 def test_stamp_spec_rejects_invalid(changes):
@@ -48,6 +49,12 @@ def test_stamp_spec_normalises_text():
 
     assert spec.signer_name == SIGNER_NAME
     assert spec.box == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_stamp_spec_joins_lines():
+    spec = _spec(agency="Ủy ban nhân dân\r\nhuyện  Mẫu Sơn")
+
+    assert spec.agency == AGENCY
 
 
 @pytest.mark.parametrize(
@@ -93,9 +100,19 @@ def test_stamp_text_params_from_certificate(pki):
     assert params["agency"] == AGENCY
 
 
-def test_stamp_text_params_rejects_multiline_reason(pki):
-    with pytest.raises(InvalidInput):
-        stamp_text_params(None, pki.rsa_signer.certificate, reason="a\nb", signing_time=datetime.now(timezone.utc))
+def test_stamp_text_params_joins_reason_lines(pki):
+    params = stamp_text_params(
+        None, pki.rsa_signer.certificate, reason="Phê duyệt\nhồ sơ", signing_time=datetime.now(timezone.utc)
+    )
+
+    assert params["reason"] == "Phê duyệt hồ sơ"
+
+
+def test_stamp_text_params_rejects_control_character(pki):
+    with pytest.raises(InvalidInput) as caught:
+        stamp_text_params(None, pki.rsa_signer.certificate, reason="a\x1bb", signing_time=datetime.now(timezone.utc))
+
+    assert caught.value.code == "pdf_stamp_invalid"
 
 
 def test_stamp_text_keeps_percent_sign(pki):

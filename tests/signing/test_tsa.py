@@ -127,10 +127,10 @@ async def test_respond_without_nonce(authority, tmp_path):
 
 
 async def test_respond_sha1_bad_alg(authority, tmp_path):
-    response_der = await authority.respond(_request(hash_algorithm="sha1").dump())
+    request_der = _request(hash_algorithm="sha1").dump()
 
-    assert await _fail_info(authority, _request(hash_algorithm="sha1").dump()) == {"bad_alg"}
-    text = _openssl_reply_text(response_der, tmp_path)
+    assert await _fail_info(authority, request_der) == {"bad_alg"}
+    text = _openssl_reply_text(await authority.respond(request_der), tmp_path)
     assert "Status: Rejected." in text
     assert "unrecognized or unsupported algorithm identifier" in text
 
