@@ -2,7 +2,7 @@
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends softhsm2 opensc poppler-utils qpdf fonts-liberation2 libnss3-tools \
+    && apt-get install -y --no-install-recommends softhsm2 opensc poppler-utils qpdf fonts-liberation2 fonts-texgyre libnss3-tools \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/signserver

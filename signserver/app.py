@@ -22,6 +22,7 @@ from signserver.core.policy import load_policies
 from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
 from signserver.hsm_bridge import HsmSecretBox, signing_key_for
 from signserver.pades_backend import PadesChecker, PadesDocumentSigner
+from signserver.signing.fonts import stamp_font_path
 from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
@@ -78,6 +79,8 @@ async def _expiry_sweeper(ctx: CoreContext) -> None:
 
 
 async def build_app(settings: Settings) -> web.Application:
+    # A missing or unusable stamp font would fail every visible signature: stop here instead.
+    stamp_font_path()
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, upgrade_to_head, settings.database_url)
     token = await loop.run_in_executor(None, open_hsm, settings)

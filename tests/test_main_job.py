@@ -153,3 +153,30 @@ def test_openapi_document_served(server: Server) -> None:
     assert document["openapi"] == "3.1.0"
     assert "/api/v1/sign-requests" in document["paths"]
     assert "/api/v1/approvals" in document["paths"]
+
+
+def _word_boxes(pdf: Path, page: int) -> list[tuple[str, float, float, float, float]]:
+    """Words of a page with their boxes (PDF points, origin top-left) from pdftotext -bbox."""
+    import re
+
+    html = subprocess.run(["pdftotext", "-f", str(page), "-l", str(page), "-bbox", str(pdf), "-"],
+                          capture_output=True, text=True, check=True).stdout
+    pattern = re.compile(r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)</word>')
+    return [(m[5], float(m[1]), float(m[2]), float(m[3]), float(m[4])) for m in pattern.finditer(html)]
+
+
+def test_demo_stamp_text_inside_box(demo_output: Path) -> None:
+    import html as html_lib
+
+    page_height = 842.0  # A4, the size of the generated sample
+    x1, y1, x2, y2 = SAMPLE_STAMP_BOX
+    top, bottom = page_height - y2, page_height - y1
+    words = [(html_lib.unescape(w), left, upper, right, lower)
+             for w, left, upper, right, lower in _word_boxes(demo_output, 1)]
+    # Words that start inside the box; the "Nơi nhận" list to its left is at the same height.
+    inside = [w for w in words if top <= w[2] and w[4] <= bottom and x1 <= w[1] <= x2]
+    line = " ".join(w[0] for w in inside)
+    assert "Người ký: Trần Thị Bích Ngọc" in line
+    for word, _left, _upper, right, _lower in inside:
+        # Glyph widths in the wrong units spread the letters past the box's right edge.
+        assert right <= x2, (word, right)

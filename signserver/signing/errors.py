@@ -22,6 +22,7 @@ __all__ = [
     "PdfFieldAlreadySigned",
     "PdfStampInvalid",
     "StampFontMissing",
+    "StampFontUnsupported",
     "TimestampFailed",
     "SignatureValidationFailed",
 ]
@@ -105,6 +106,12 @@ class StampFontMissing(SignserverError):
     """The configured stamp font file does not exist. Params: ``path``, ``env_var``."""
 
     code = "stamp_font_missing"
+
+
+class StampFontUnsupported(SignserverError):
+    """The configured stamp font cannot be rendered correctly. Params: ``path``, ``reason``."""
+
+    code = "stamp_font_unsupported"
 
 
 class TimestampFailed(Unavailable):
