@@ -196,8 +196,9 @@ def test_pdfsig_two_signatures(twice_signed_pdf, trusted_nss):
 
     assert [signature.index for signature in signatures] == [1, 2]
     assert [signature.field_name for signature in signatures] == ["Signature1", "Signature2"]
-    assert all(signature.signature_valid for signature in signatures)
-    assert all(signature.certificate_trusted for signature in signatures)
+    for signature in signatures:
+        assert signature.signature_valid, signature.raw
+        assert signature.certificate_trusted, signature.raw
     assert not signatures[0].total_document_signed
     assert signatures[1].total_document_signed
 

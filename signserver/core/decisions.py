@@ -39,12 +39,11 @@ async def _decidable_request(tx: Transaction, ctx: CoreContext, official: Offici
     if request is None:
         raise RequestNotFound(request_id=request_id)
     if request.approver_official_id != official.id:
-        # Same answer as for another official's request: do not reveal which requests exist.
         raise NotRequestApprover(request_id=request_id)
+    if request.state == EXPIRED or (request.state == PENDING_APPROVAL and request.expires_at <= ctx.clock()):
+        raise RequestExpired(request_id=request_id, expired_at=request.expires_at.isoformat(timespec="seconds"))
     if request.state != PENDING_APPROVAL:
         raise RequestAlreadyDecided(request_id=request_id, state=request.state)
-    if request.expires_at <= ctx.clock():
-        raise RequestExpired(request_id=request_id, expired_at=request.expires_at.isoformat(timespec="seconds"))
     return request
 
 
