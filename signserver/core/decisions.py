@@ -19,6 +19,7 @@ from signserver.store.records import Official, SignRequest
 from .audit import append_audit
 from .context import CoreContext, new_id
 from .errors import BatchTooLarge, NotRequestApprover, RequestAlreadyDecided, RequestExpired, RequestNotFound
+from .metrics import OTP_FAILURES
 from .otp import check_otp
 from .states import APPROVED, EXPIRED, PENDING_APPROVAL, REJECTED, transition
 
@@ -75,20 +76,25 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
             for request in requests:
                 await transition(tx, request, APPROVED, now, approval_id=approval_id, decided_by=official.id,
                                  decided_at=now)
+                credential = await tx.credential(request.credential_id)
                 await append_audit(
                     tx, action="approved", actor_type="official", actor_id=official.id, request_id=request.id,
                     dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+                    key_id_hex=credential.key_id_hex if credential else None,
+                    cert_serial_hex=credential.cert_serial_hex if credential else None,
                     details={"approval_id": approval_id, "batch_size": len(requests), "otp_step": step},
                     now=now,
                 )
                 approved.append(await tx.sign_request(request.id))  # type: ignore[arg-type]
 
     if otp_error is not None:
+        OTP_FAILURES.labels(reason=getattr(otp_error, "code", "unknown")).inc()
         log.info("approval.otp_rejected", official_id=official.id, code=getattr(otp_error, "code", None),
                  request_count=len(unique_ids))
         raise otp_error
-    log.info("sign_request.approved", approval_id=approval_id, official_id=official.id,
-             request_ids=unique_ids)
+    for request in approved:
+        log.info("sign_request.approved", request_id=request.id, dossier_code=request.dossier_code,
+                 approval_id=approval_id, official_id=official.id)
     return Approval(approval_id, official.id, tuple(approved))
 
 
@@ -103,9 +109,12 @@ async def reject_request(ctx: CoreContext, official: Official, request_id: str, 
         request = await _decidable_request(tx, ctx, official, request_id)
         await transition(tx, request, REJECTED, now, decided_by=official.id, decided_at=now, rejection_reason=reason,
                          state_reason="rejected_by_official")
+        credential = await tx.credential(request.credential_id)
         await append_audit(
             tx, action="rejected", actor_type="official", actor_id=official.id, request_id=request.id,
             dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+            key_id_hex=credential.key_id_hex if credential else None,
+            cert_serial_hex=credential.cert_serial_hex if credential else None,
             details={"reason": reason}, now=now,
         )
         updated = await tx.sign_request(request.id)

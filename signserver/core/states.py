@@ -15,6 +15,7 @@ from signserver.store.db import Transaction
 from signserver.store.records import SignRequest
 
 from .errors import RequestAlreadyDecided
+from .metrics import SIGN_REQUEST_EVENTS
 
 __all__ = [
     "PENDING_APPROVAL",
@@ -53,3 +54,5 @@ async def transition(tx: Transaction, request: SignRequest, to_state: str, now: 
     if not changed:
         current = await tx.sign_request(request.id)
         raise RequestAlreadyDecided(request_id=request.id, state=current.state if current else "unknown")
+    # Counted before commit: a rolled-back transition is counted too, which only over-reports.
+    SIGN_REQUEST_EVENTS.labels(state=to_state).inc()

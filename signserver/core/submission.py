@@ -26,6 +26,7 @@ from .audit import append_audit
 from .context import CoreContext, new_id
 from .errors import IdempotencyKeyReused, PolicyDenied, SignerUnknown
 from .ports import CheckedPdf
+from .metrics import SIGN_REQUEST_EVENTS
 from .states import PENDING_APPROVAL
 
 __all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
@@ -278,6 +279,7 @@ async def submit_sign_request(
         return existing, False
 
     assert created is not None
+    SIGN_REQUEST_EVENTS.labels(state=PENDING_APPROVAL).inc()
     log.info("sign_request.submitted", request_id=request_id, dossier_code=meta.dossier_code,
              application_id=application.id, credential_id=credential.id)
     return created, True
