@@ -10,6 +10,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from asn1crypto import pem, x509
+from pyhanko.sign.timestamps import TimeStamper
 
 import hsm
 from signserver.api import officials, operations, sign_requests
@@ -24,6 +25,7 @@ from signserver.hsm_bridge import HsmSecretBox, signing_key_for
 from signserver.pades_backend import PadesChecker, PadesDocumentSigner
 from signserver.signing.fonts import stamp_font_path
 from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
+from signserver.signing.tsa_client import FailoverTimeStamper
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
 
@@ -78,6 +80,13 @@ async def _expiry_sweeper(ctx: CoreContext) -> None:
         await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
 
 
+def _signature_timestamper(settings: Settings, tsa: TimeStampAuthority) -> TimeStamper:
+    if settings.tsa_urls:
+        log.info("tsa.external", urls=list(settings.tsa_urls))
+        return FailoverTimeStamper(settings.tsa_urls, timeout_seconds=settings.tsa_timeout_seconds)
+    return InProcessTimeStamper(tsa)
+
+
 async def build_app(settings: Settings) -> web.Application:
     # A missing or unusable stamp font would fail every visible signature: stop here instead.
     stamp_font_path()
@@ -93,7 +102,7 @@ async def build_app(settings: Settings) -> web.Application:
         policies=load_policies(settings.policies_dir),
         secret_box=HsmSecretBox(token),
         pdf_checker=PadesChecker(),
-        document_signer=PadesDocumentSigner(token, InProcessTimeStamper(tsa), trust_roots),
+        document_signer=PadesDocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots),
     )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)

@@ -57,7 +57,13 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         f"  API: {url}/openapi.json   Dừng / stop: Ctrl+C",
         flush=True,
     )
-    run(settings)
+    try:
+        run(settings)
+    except OSError as exc:
+        _say(f"Không mở được cổng {settings.host}:{settings.port}: {exc}. Hãy đặt SIGNSERVER_PORT khác.",
+             f"Cannot listen on {settings.host}:{settings.port}: {exc}. Set another SIGNSERVER_PORT.",
+             stream=sys.stderr)
+        return 1
     return 0
 
 

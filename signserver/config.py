@@ -48,6 +48,9 @@ class Settings:
     otp_lockout_threshold: int = 5
     otp_lockout_period: timedelta = timedelta(minutes=15)
     tsa_policy_oid: str = DEFAULT_TSA_POLICY_OID
+    # External RFC 3161 TSAs, tried in order; empty means the built-in TSA signs in-process.
+    tsa_urls: tuple[str, ...] = ()
+    tsa_timeout_seconds: int = 10
     log_format: str = "console"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -72,6 +75,8 @@ class Settings:
             otp_lockout_threshold=_int_env("SIGNSERVER_OTP_LOCKOUT_THRESHOLD", 5),
             otp_lockout_period=timedelta(seconds=_int_env("SIGNSERVER_OTP_LOCKOUT_SECONDS", 15 * 60)),
             log_format=os.environ.get("SIGNSERVER_LOG_FORMAT", "console"),
+            tsa_urls=tuple(url.strip() for url in os.environ.get("SIGNSERVER_TSA_URLS", "").split(",") if url.strip()),
+            tsa_timeout_seconds=_int_env("SIGNSERVER_TSA_TIMEOUT_SECONDS", 10),
         )
 
     # Files inside the data directory.

@@ -49,6 +49,8 @@ class PadesDocumentSigner:
 
     async def sign(self, request: SignRequest, credential: Credential, output_path: Path,
                    pdf_password: str | None) -> SignedDocument:
+        # NOTE: pyHanko parses and hashes the PDF inside the event loop; a very large file delays
+        # other requests while it is signed. The HSM and TSA calls do run in executor threads.
         placement = json.loads(request.placement_json or "{}")
         stamp = None
         if placement.get("visible", True):

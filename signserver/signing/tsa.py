@@ -29,6 +29,7 @@ from signserver.signing.errors import TimestampFailed
 from signserver.signing.keys import SigningKey, sign_data, signature_mechanism
 
 __all__ = [
+    "checked_token",
     "ACCEPTED_HASH_ALGORITHMS",
     "TimeStampResp",
     "TimeStampAuthority",
@@ -268,28 +269,37 @@ class InProcessTimeStamper(TimeStamper):
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
         nonce, request = self.request_cms(message_digest, md_algorithm)
         response = await self.async_request_tsa_response(request)
+        return checked_token(response, nonce, message_digest, md_algorithm)
 
-        # The response is parsed field by field, never through .native:
-        # pyHanko embeds this token object, and asn1crypto 1.5.1 rebuilds a
-        # structure whose .native was read, which made signing ten times slower.
-        try:
-            # Without a nonce, pyHanko checks only the status. On a nonce
-            # mismatch pyHanko 0.38 raises AttributeError instead of
-            # TimestampRequestError, so the nonce is compared here.
-            token = handle_tsp_response(response, None)
-            tst_info = token["content"]["encap_content_info"]["content"].parsed
-            received_nonce = tst_info["nonce"].native
-            imprint = tst_info["message_imprint"]
-            received_digest = imprint["hashed_message"].native
-            received_algorithm = imprint["hash_algorithm"]["algorithm"].native
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TimestampRequestError(f"the TSA response is malformed: {type(exc).__name__}: {exc}") from exc
 
-        if received_nonce != nonce:
-            raise TimestampRequestError(f"the TSA returned nonce {received_nonce}, but the request sent {nonce}")
-        if received_digest != message_digest or received_algorithm != md_algorithm:
-            raise TimestampRequestError("the time-stamp token covers another message imprint than the one requested")
-        return token
+def checked_token(response: TimeStampResp, nonce: int | None, message_digest: bytes,
+                  md_algorithm: str) -> cms.ContentInfo:
+    """Return the token of a granted response after checking its nonce and message imprint.
+
+    Raises TimestampRequestError for a rejection, a wrong nonce, a token over
+    another imprint, or a malformed response.
+    """
+    # The response is parsed field by field, never through .native:
+    # pyHanko embeds this token object, and asn1crypto 1.5.1 rebuilds a
+    # structure whose .native was read, which made signing ten times slower.
+    try:
+        # Without a nonce, pyHanko checks only the status. On a nonce
+        # mismatch pyHanko 0.38 raises AttributeError instead of
+        # TimestampRequestError, so the nonce is compared here.
+        token = handle_tsp_response(response, None)
+        tst_info = token["content"]["encap_content_info"]["content"].parsed
+        received_nonce = tst_info["nonce"].native
+        imprint = tst_info["message_imprint"]
+        received_digest = imprint["hashed_message"].native
+        received_algorithm = imprint["hash_algorithm"]["algorithm"].native
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TimestampRequestError(f"the TSA response is malformed: {type(exc).__name__}: {exc}") from exc
+
+    if received_nonce != nonce:
+        raise TimestampRequestError(f"the TSA returned nonce {received_nonce}, but the request sent {nonce}")
+    if received_digest != message_digest or received_algorithm != md_algorithm:
+        raise TimestampRequestError("the time-stamp token covers another message imprint than the one requested")
+    return token
 
 
 def _rejection(fail_info: str, status_string: str) -> bytes:
