@@ -16,6 +16,7 @@ import hsm
 from signserver.api import officials, operations, sign_requests
 from signserver.api.problems import error_middleware
 from signserver.config import Settings
+from signserver.csc import routes as csc_routes
 from signserver.core.auth import Authenticator
 from signserver.core.context import CoreContext
 from signserver.core.decisions import expire_due_requests
@@ -116,6 +117,7 @@ async def build_app(settings: Settings) -> web.Application:
     app.add_routes(sign_requests.routes)
     app.add_routes(officials.routes)
     app.add_routes(operations.routes)
+    app.add_routes(csc_routes.routes)
     app.cleanup_ctx.append(_background_tasks)
     return app
 

@@ -10,10 +10,14 @@ import asyncio
 import json
 import sys
 import tempfile
+import unicodedata
 from pathlib import Path
+
+import structlog
 
 from signserver.config import Settings
 from signserver.logging import configure_logging
+from signserver.signing.stamp import VIETNAM_TIME_ZONE
 
 __all__ = ["main"]
 
@@ -49,14 +53,19 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
              stream=sys.stderr)
         return 1
     url = f"http://{settings.host}:{settings.port}"
-    print(
-        f"signserver đang chạy tại / is serving at {url}\n"
-        f"  Thông tin demo (khóa API, mật khẩu, mã bí mật TOTP) / demo credentials: {settings.credentials_file}\n"
-        f"  Chứng thư gốc thử nghiệm / demo root certificate: {settings.demo_root_file}\n"
-        f"  Thử ký / try it:  .venv/bin/signserver demo --server {url} --output /tmp/signed.pdf\n"
-        f"  API: {url}/openapi.json   Dừng / stop: Ctrl+C",
-        flush=True,
-    )
+    if settings.log_format == "json":
+        # Keep standard output free of prose when the logs are machine-read.
+        structlog.get_logger(__name__).info("signserver.serving", url=url,
+                                            demo_credentials=str(settings.credentials_file))
+    else:
+        print(
+            f"signserver đang chạy tại / is serving at {url}\n"
+            f"  Thông tin demo (khóa API, mật khẩu, mã bí mật TOTP) / demo credentials: {settings.credentials_file}\n"
+            f"  Chứng thư gốc thử nghiệm / demo root certificate: {settings.demo_root_file}\n"
+            f"  Thử ký / try it:  .venv/bin/signserver demo --server {url} --output /tmp/signed.pdf\n"
+            f"  API: {url}/openapi.json   Dừng / stop: Ctrl+C",
+            flush=True,
+        )
     try:
         run(settings)
     except OSError as exc:
@@ -109,7 +118,34 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_missing(settings: Settings) -> bool:
+    """True when the SQLite file of the store does not exist, so that reading it would create it empty."""
+    prefix = "sqlite+aiosqlite:///"
+    return settings.database_url.startswith(prefix) and not Path(settings.database_url[len(prefix):]).is_file()
+
+
 def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if _database_missing(settings):
+        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; kiểm tra SIGNSERVER_HOME hoặc SIGNSERVER_DATABASE_URL.",
+             f"Database {settings.database_url} not found; check SIGNSERVER_HOME or SIGNSERVER_DATABASE_URL.",
+             stream=sys.stderr)
+        return 2
+    try:
+        return _run_audit(settings, args)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc))[:200]
+        _say(f"Không đọc được nhật ký từ {settings.database_url}: {reason}",
+             f"Cannot read the audit trail from {settings.database_url}: {reason}", stream=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (for example `head`) closed the pipe: nothing more to print.
+        sys.stderr.close()
+        return 0
+
+
+def _run_audit(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.api.serialize import audit_record_json
     from signserver.core.audit import verify_audit_chain
     from signserver.store.db import Store
@@ -124,25 +160,31 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             _say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
                  f"Audit trail intact: {result.records_checked} records, hash chain verified.")
             return 0
-        _say(f"Nhật ký đã bị can thiệp: {result.problem} tại bản ghi {result.first_bad_seq} "
+        where_vi = f" tại bản ghi {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        where_en = f" at record {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        _say(f"Nhật ký đã bị can thiệp: {result.problem}{where_vi} "
              f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
-             f"Audit trail tampered: {result.problem} at record {result.first_bad_seq} "
+             f"Audit trail tampered: {result.problem}{where_en} "
              f"({result.records_checked} records before it verified).", stream=sys.stderr)
         return 1
 
     async def listing() -> int:
         store = Store(settings.database_url)
         try:
+            dossier = unicodedata.normalize("NFC", args.dossier) if args.dossier else None
             async with store.transaction() as tx:
-                records = await tx.audit_records(dossier_code=args.dossier, request_id=args.request)
+                records = await tx.audit_records(dossier_code=dossier, request_id=args.request)
         finally:
             await store.close()
         if args.json:
             print(json.dumps([audit_record_json(r) for r in records], ensure_ascii=False, indent=2))
             return 0
+        print(f"{'#':>6}  {'time (+07:00)':<19}  {'hành động / action':<22} {'chủ thể / actor':<36} "
+              f"{'yêu cầu / request':<26} mã hồ sơ / dossier  chi tiết / details")
         for record in records:
-            when = record.recorded_at.astimezone().strftime("%d/%m/%Y %H:%M:%S")
-            print(f"{record.seq:>6}  {when}  {record.action:<22} {record.actor_type}:{record.actor_id:<26} "
+            when = record.recorded_at.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M:%S")
+            actor = f"{record.actor_type}:{record.actor_id}"
+            print(f"{record.seq:>6}  {when:<19}  {record.action:<22} {actor:<36} "
                   f"{record.request_id or '-':<26} {record.dossier_code or '-'}  {record.details_json}")
         if not records:
             _say("Không có bản ghi nào.", "No records.")

@@ -51,6 +51,10 @@ class Settings:
     # External RFC 3161 TSAs, tried in order; empty means the built-in TSA signs in-process.
     tsa_urls: tuple[str, ...] = ()
     tsa_timeout_seconds: int = 10
+    # CSC API: lifetime of a signature activation data (SAD) and of the bearer tokens of auth/login.
+    sad_ttl: timedelta = timedelta(minutes=5)
+    csc_access_token_ttl: timedelta = timedelta(hours=1)
+    csc_refresh_token_ttl: timedelta = timedelta(days=7)
     log_format: str = "console"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -77,6 +81,9 @@ class Settings:
             log_format=os.environ.get("SIGNSERVER_LOG_FORMAT", "console"),
             tsa_urls=tuple(url.strip() for url in os.environ.get("SIGNSERVER_TSA_URLS", "").split(",") if url.strip()),
             tsa_timeout_seconds=_int_env("SIGNSERVER_TSA_TIMEOUT_SECONDS", 10),
+            sad_ttl=timedelta(seconds=_int_env("SIGNSERVER_SAD_TTL_SECONDS", 300)),
+            csc_access_token_ttl=timedelta(seconds=_int_env("SIGNSERVER_CSC_TOKEN_TTL_SECONDS", 3600)),
+            csc_refresh_token_ttl=timedelta(seconds=_int_env("SIGNSERVER_CSC_REFRESH_TOKEN_TTL_SECONDS", 7 * 86400)),
         )
 
     # Files inside the data directory.

@@ -1,4 +1,8 @@
-"""structlog configuration: one event per line, JSON in production, readable on a console."""
+"""structlog configuration: one event per line, JSON in production, readable on a console.
+
+Records of the standard ``logging`` module (aiohttp, pyHanko, fontTools) go
+through the same renderer, so a JSON log holds nothing but JSON lines.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ import structlog
 
 __all__ = ["configure_logging"]
 
+# Libraries that log per document at INFO or WARNING: pyHanko about fonts and
+# about earlier signatures by CAs the service does not trust, fontTools about
+# tables it does not subset. Their errors still reach the log.
+_QUIET_LIBRARIES = ("pyhanko", "pyhanko_certvalidator", "fontTools")
+
 
 def configure_logging(log_format: str = "console", level: int = logging.INFO) -> None:
     renderer: structlog.types.Processor
@@ -16,16 +25,26 @@ def configure_logging(log_format: str = "console", level: int = logging.INFO) ->
         renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.ERROR)

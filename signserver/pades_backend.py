@@ -11,7 +11,7 @@ from asn1crypto import x509
 import hsm
 from signserver.core.ports import CheckedPdf, SignedDocument
 from signserver.hsm_bridge import signing_key_for
-from signserver.signing.errors import PdfPageOutOfRange
+from signserver.signing.errors import PdfPageOutOfRange, PdfStampOutsidePage
 from signserver.signing.pades import StampSpec, default_stamp_box, page_visible_box, sign_pdf
 from signserver.signing.pdf_inspect import open_pdf_reader, read_pdf_info
 from signserver.signing.validate import ensure_signed_pdf_valid
@@ -20,23 +20,35 @@ from signserver.store.records import Credential, SignRequest
 __all__ = ["PadesChecker", "PadesDocumentSigner"]
 
 
-def _check_pdf(path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
+# Points a stamp may stick out of the page's visible box, for rounding in clients' layouts.
+STAMP_BOX_TOLERANCE = 1.0
+
+
+def _check_pdf(path: Path, password: str | None, stamp_page: int | None,
+               stamp_box: tuple[float, float, float, float] | None) -> CheckedPdf:
     with path.open("rb") as stream:
         reader = open_pdf_reader(stream, password)
         info = read_pdf_info(reader)
         page = stamp_page if stamp_page is not None else info.page_count
         if page > info.page_count:
             raise PdfPageOutOfRange(page=page, page_count=info.page_count)
-        box = default_stamp_box(page_visible_box(reader, page))
-    return CheckedPdf(page_count=info.page_count, stamp_page=page, default_stamp_box=box)
+        visible = page_visible_box(reader, page)
+    if stamp_box is not None and visible is not None:
+        left, bottom, right, top = visible
+        x1, y1, x2, y2 = stamp_box
+        t = STAMP_BOX_TOLERANCE
+        if x1 < left - t or y1 < bottom - t or x2 > right + t or y2 > top + t:
+            raise PdfStampOutsidePage(page=page, rect=list(stamp_box), page_box=[round(v, 2) for v in visible])
+    return CheckedPdf(page_count=info.page_count, stamp_page=page, default_stamp_box=default_stamp_box(visible))
 
 
 class PadesChecker:
     """Opens an uploaded PDF the way the signer will, so bad input is refused at submission."""
 
-    async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
+    async def check(self, path: Path, password: str | None, stamp_page: int | None,
+                    stamp_box: tuple[float, float, float, float] | None) -> CheckedPdf:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, _check_pdf, path, password, stamp_page)
+        return await loop.run_in_executor(None, _check_pdf, path, password, stamp_page, stamp_box)
 
 
 class PadesDocumentSigner:

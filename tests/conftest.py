@@ -17,6 +17,8 @@ TEST_SERVER_ENV = {
     "SIGNSERVER_MAX_BODY_BYTES": str(8 * 1024 * 1024),
     "SIGNSERVER_MIN_REQUEST_TTL_SECONDS": "1",
     "SIGNSERVER_OTP_LOCKOUT_SECONDS": "4",
+    # Short enough that a test can wait for a CSC SAD to expire.
+    "SIGNSERVER_SAD_TTL_SECONDS": "3",
 }
 
 
@@ -45,7 +47,7 @@ rules:
   - id: test-officials-only
     applications: [app-motcua-demo]
     credentials: [cred-tran-thi-bich-ngoc, cred-nguyen-van-an]
-    formats: [pades]
+    formats: [pades, raw]
 """
 
 

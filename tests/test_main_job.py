@@ -180,3 +180,23 @@ def test_demo_stamp_text_inside_box(demo_output: Path) -> None:
     for word, _left, _upper, right, _lower in inside:
         # Glyph widths in the wrong units spread the letters past the box's right edge.
         assert right <= x2, (word, right)
+
+
+def test_long_reason_wrapped_inside_stamp(client: Client, tmp_path: Path) -> None:
+    official = client.official(0)
+    reason = "Phê duyệt kết quả giải quyết thủ tục hành chính " * 10
+    pdf = generate_sample_pdf(tmp_path / "in.pdf")
+    request_id = client.submit(pdf, reason=reason, placement={"rect": list(SAMPLE_STAMP_BOX)}).json()["id"]
+    approved = client.approve(client.login(0), [request_id], client.otp.next(official["totp_secret"]))
+    assert approved.status_code == 201, approved.text
+    assert client.wait_final(request_id)["state"] == "signed"
+    signed = client.download(request_id, tmp_path / "out.pdf")
+
+    x1, y1, x2, y2 = SAMPLE_STAMP_BOX
+    top, bottom = 842.0 - y2, 842.0 - y1
+    inside = [w for w in _word_boxes(signed, 1) if top <= w[2] and w[4] <= bottom and x1 <= w[1] <= x2]
+    assert inside
+    for word, _left, upper, right, lower in inside:
+        assert right <= x2, (word, right)
+        # Glyphs of about 3 points or more stay readable when printed.
+        assert lower - upper >= 3, (word, lower - upper)

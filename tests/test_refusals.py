@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -224,3 +225,73 @@ def test_json_body_instead_of_multipart_rejected(client: Client) -> None:
     response = requests.post(f"{client.url}/api/v1/sign-requests", json={"title": "x"},
                              headers=client.app_headers(), timeout=30)
     assert_problem(response, 415, "unsupported_media_type")
+
+
+def test_stamp_outside_page_rejected(client: Client, sample_pdf: Path) -> None:
+    response = client.submit(sample_pdf, placement={"page": 1, "rect": [500, 700, 800, 900]})
+    body = assert_problem(response, 422, "pdf_stamp_outside_page")
+    assert "595.28" in body["detail"]
+
+
+def test_stamp_too_small_rejected(client: Client, sample_pdf: Path) -> None:
+    response = client.submit(sample_pdf, placement={"page": 1, "rect": [100, 100, 150, 130]})
+    body = assert_problem(response, 400, "field_invalid")
+    assert "placement.rect" in body["detail"]
+
+
+def test_nul_in_upload_filename_rejected(client: Client, sample_pdf: Path) -> None:
+    files = {"metadata": (None, json.dumps({"idempotency_key": "nul-name", "dossier_code": "D", "title": "T",
+                                            "signer": client.official(0)["id"]}), "application/json"),
+             "document": ("a\x00b.pdf", sample_pdf.read_bytes(), "application/pdf")}
+    response = requests.post(f"{client.url}/api/v1/sign-requests", files=files, headers=client.app_headers(),
+                             timeout=30)
+    assert_problem(response, 400, "invalid_request")
+
+
+def test_control_character_in_dossier_code_rejected(client: Client, sample_pdf: Path) -> None:
+    body = assert_problem(client.submit(sample_pdf, dossier_code="A\x00B\nC"), 400, "field_invalid")
+    assert "dossier_code" in body["detail"]
+
+
+def test_decomposed_text_stored_composed(client: Client, sample_pdf: Path) -> None:
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "HỒ-SƠ-NFD-1")
+    created = client.submit(sample_pdf, dossier_code=decomposed)
+    assert created.status_code == 201, created.text
+    assert created.json()["dossier_code"] == unicodedata.normalize("NFC", decomposed)
+
+
+def test_idempotency_header_and_body_differ_rejected(client: Client, sample_pdf: Path) -> None:
+    files = {"metadata": (None, json.dumps({"idempotency_key": "body-key", "dossier_code": "D", "title": "T",
+                                            "signer": client.official(0)["id"]}), "application/json"),
+             "document": ("a.pdf", sample_pdf.read_bytes(), "application/pdf")}
+    headers = dict(client.app_headers(), **{"Idempotency-Key": "header-key"})
+    response = requests.post(f"{client.url}/api/v1/sign-requests", files=files, headers=headers, timeout=30)
+    assert_problem(response, 400, "field_invalid")
+
+
+def test_too_long_idempotency_key_invalid(client: Client, sample_pdf: Path) -> None:
+    assert_problem(client.submit(sample_pdf, key="k" * 300), 400, "field_invalid")
+
+
+def test_integer_otp_reported_invalid(client: Client, sample_pdf: Path) -> None:
+    request_id = client.submit(sample_pdf).json()["id"]
+    response = requests.post(f"{client.url}/api/v1/approvals", json={"request_ids": [request_id], "otp": 123456},
+                             headers={"Authorization": f"Bearer {client.login(0)}"}, timeout=30)
+    assert_problem(response, 400, "field_invalid")
+
+
+def test_expired_request_reads_expired_at_once(client: Client, sample_pdf: Path) -> None:
+    request_id = client.submit(sample_pdf, expires_in_seconds=1).json()["id"]
+    time.sleep(1.5)
+    state = client.get(request_id)
+    assert state["state"] == "expired"
+    assert state["state_reason"] == "approval_deadline_passed"
+
+
+def test_original_document_downloadable(client: Client, sample_pdf: Path) -> None:
+    created = client.submit(sample_pdf).json()
+    response = requests.get(f"{client.url}{created['links']['document']}", headers=client.app_headers(), timeout=30)
+    assert response.status_code == 200
+    assert response.content == sample_pdf.read_bytes()

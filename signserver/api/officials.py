@@ -34,8 +34,10 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def _string_field(body: dict[str, Any], name: str, max_length: int = 1000) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not value:
+    if value is None or value == "":
         raise InvalidInput("field_missing", field=name)
+    if not isinstance(value, str):
+        raise InvalidInput("field_invalid", field=name, reason="must be a string")
     if len(value) > max_length:
         raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")
     return value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from aiohttp import web
 
 from signserver.core import queries
@@ -55,8 +57,10 @@ async def create_sign_request(request: web.Request) -> web.Response:
 async def list_sign_requests(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
+    dossier_code = request.query.get("dossier_code")
     found = await queries.requests_for_application(
-        ctx, application, _states_filter(request), request.query.get("dossier_code")
+        ctx, application, _states_filter(request),
+        unicodedata.normalize("NFC", dossier_code) if dossier_code else None,
     )
     return web.json_response({"items": [sign_request_json(r) for r in found], "count": len(found)})
 
@@ -79,6 +83,17 @@ async def download_signed_document(request: web.Request) -> web.StreamResponse:
         "Content-Type": "application/pdf",
         "Content-Disposition": f'attachment; filename="{filename}"',
         "Digest": f"sha-256={found.signed_sha256}",
+    })
+
+
+@routes.get("/api/v1/sign-requests/{request_id}/document")
+async def download_original_document(request: web.Request) -> web.StreamResponse:
+    ctx: CoreContext = request.app["core"]
+    application = await require_application(request)
+    found = await queries.request_for_application(ctx, application, request.match_info["request_id"])
+    return web.FileResponse(found.document_path, headers={
+        "Content-Type": "application/pdf",
+        "Digest": f"sha-256={found.document_sha256}",
     })
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from signserver.core.submission import UploadedDocument
 from signserver.errors import InvalidInput, PayloadTooLarge
@@ -81,7 +82,7 @@ async def read_sign_request_upload(request: web.Request, incoming_dir: Path, lim
                 document = await _stream_document(part, incoming_dir, limit)
             else:
                 await part.release()
-    except (ValueError, AssertionError) as exc:
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
         if document is not None:
             document.path.unlink(missing_ok=True)
         raise InvalidInput("invalid_request", reason=f"malformed multipart body ({exc})") from None

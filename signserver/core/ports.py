@@ -46,6 +46,10 @@ class CheckedPdf:
 
 
 class PdfChecker(Protocol):
-    async def check(self, path: Path, password: str | None, stamp_page: int | None) -> CheckedPdf:
-        """Open the PDF as the signer will; ``stamp_page`` None means the last page."""
+    async def check(self, path: Path, password: str | None, stamp_page: int | None,
+                    stamp_box: tuple[float, float, float, float] | None) -> CheckedPdf:
+        """Open the PDF as the signer will; ``stamp_page`` None means the last page.
+
+        A given ``stamp_box`` must lie inside that page's visible area.
+        """
         ...

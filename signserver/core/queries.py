@@ -14,7 +14,8 @@ from signserver.store.records import Application, AuditRecord, Credential, Offic
 from .audit import append_audit
 from .context import CoreContext
 from .errors import RequestNotFound, RequestNotSigned
-from .states import SIGNED
+from .decisions import expire_due_requests
+from .states import PENDING_APPROVAL, SIGNED
 
 __all__ = [
     "request_for_application",
@@ -27,17 +28,26 @@ __all__ = [
 ]
 
 
-async def request_for_application(ctx: CoreContext, application: Application, request_id: str) -> SignRequest:
+async def _current_request(ctx: CoreContext, request_id: str) -> SignRequest | None:
+    """Read a request, first expiring it if its deadline has passed since the last sweep."""
     async with ctx.store.transaction() as tx:
         request = await tx.sign_request(request_id)
+    if request is not None and request.state == PENDING_APPROVAL and request.expires_at <= ctx.clock():
+        await expire_due_requests(ctx)
+        async with ctx.store.transaction() as tx:
+            request = await tx.sign_request(request_id)
+    return request
+
+
+async def request_for_application(ctx: CoreContext, application: Application, request_id: str) -> SignRequest:
+    request = await _current_request(ctx, request_id)
     if request is None or request.application_id != application.id:
         raise RequestNotFound(request_id=request_id)
     return request
 
 
 async def request_for_official(ctx: CoreContext, official: Official, request_id: str) -> SignRequest:
-    async with ctx.store.transaction() as tx:
-        request = await tx.sign_request(request_id)
+    request = await _current_request(ctx, request_id)
     if request is None or request.approver_official_id != official.id:
         raise RequestNotFound(request_id=request_id)
     return request
@@ -45,12 +55,14 @@ async def request_for_official(ctx: CoreContext, official: Official, request_id:
 
 async def requests_for_official(ctx: CoreContext, official: Official, states: list[str] | None,
                                 limit: int = 100) -> list[SignRequest]:
+    await expire_due_requests(ctx)
     async with ctx.store.transaction() as tx:
         return await tx.sign_requests(approver_official_id=official.id, states=states, limit=limit)
 
 
 async def requests_for_application(ctx: CoreContext, application: Application, states: list[str] | None,
                                    dossier_code: str | None, limit: int = 100) -> list[SignRequest]:
+    await expire_due_requests(ctx)
     async with ctx.store.transaction() as tx:
         return await tx.sign_requests(application_id=application.id, states=states, dossier_code=dossier_code,
                                       limit=limit)

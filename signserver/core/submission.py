@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -72,12 +73,15 @@ class SubmitMetadata:
                 return None
             if not isinstance(value, str):
                 raise InvalidInput("field_invalid", field=name, reason="must be a string")
-            if len(value) > max_length:
-                raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")
-            return value.strip()
+            return _clean_text(name, value, max_length)
 
-        key = idempotency_header or text("idempotency_key", required=True, max_length=255)
-        if key is None or not key.strip() or len(key) > 255:
+        body_key = text("idempotency_key", required=False, max_length=255)
+        header_key = _clean_text("Idempotency-Key", idempotency_header, 255) if idempotency_header else None
+        if header_key and body_key and header_key != body_key:
+            raise InvalidInput("field_invalid", field="idempotency_key",
+                               reason="differs from the Idempotency-Key header; send one of them")
+        key = header_key or body_key
+        if not key:
             raise InvalidInput("field_missing", field="idempotency_key")
 
         signature_format = (text("format", required=False, max_length=16) or "pades").lower()
@@ -96,7 +100,7 @@ class SubmitMetadata:
                                reason=f"must be an integer from {min_ttl_seconds} to {MAX_TTL_SECONDS}")
 
         return cls(
-            idempotency_key=key.strip(),
+            idempotency_key=key,
             dossier_code=text("dossier_code", required=True, max_length=128) or "",
             title=text("title", required=True, max_length=500) or "",
             signer=text("signer", required=True, max_length=64) or "",
@@ -127,6 +131,20 @@ class SubmitMetadata:
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _clean_text(name: str, value: str, max_length: int) -> str:
+    """Return ``value`` stripped and in NFC, or raise if it is too long or holds control characters.
+
+    NFC matters because the same Vietnamese word can arrive composed or
+    decomposed, and dossier codes and names are compared and searched as stored.
+    """
+    value = unicodedata.normalize("NFC", value.strip())
+    if len(value) > max_length:
+        raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise InvalidInput("field_invalid", field=name, reason="contains control characters")
+    return value
+
+
 def _parse_password(value: Any) -> str | None:
     if value is None:
         return None
@@ -155,10 +173,11 @@ def _parse_placement(value: Any) -> Placement:
     ):
         raise InvalidInput("field_invalid", field="placement.rect", reason="must be [x1, y1, x2, y2] in PDF points")
     x1, y1, x2, y2 = (float(v) for v in rect)
-    if not (0 <= x1 < x2 and 0 <= y1 < y2) or x2 - x1 < 50 or y2 - y1 < 30 or max(x2, y2) > 14400:
+    # Smaller than 120 x 50 points, the five stamp lines shrink below a readable size.
+    if not (0 <= x1 < x2 and 0 <= y1 < y2) or x2 - x1 < 120 or y2 - y1 < 50 or max(x2, y2) > 14400:
         raise InvalidInput(
             "field_invalid", field="placement.rect",
-            reason="needs 0 <= x1 < x2, 0 <= y1 < y2, at least 50 x 30 points, within 14400 points",
+            reason="needs 0 <= x1 < x2, 0 <= y1 < y2, at least 120 x 50 points, within 14400 points",
         )
     return Placement(page=page, box=(x1, y1, x2, y2))
 
@@ -217,7 +236,8 @@ async def submit_sign_request(
                  dossier_code=meta.dossier_code, rule=decision.rule_id)
         raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
 
-    checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page)
+    stamp_box = meta.placement.box if meta.placement.visible else None
+    checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page, stamp_box)
 
     request_id = new_id("req")
     request_dir = ctx.settings.documents_dir / request_id

@@ -21,6 +21,7 @@ __all__ = [
     "PdfPageOutOfRange",
     "PdfFieldAlreadySigned",
     "PdfStampInvalid",
+    "PdfStampOutsidePage",
     "StampFontMissing",
     "StampFontUnsupported",
     "TimestampFailed",
@@ -100,6 +101,12 @@ class PdfStampInvalid(InvalidInput):
     """The stamp box or field name cannot be used on this document. Params: ``reason``."""
 
     code = "pdf_stamp_invalid"
+
+
+class PdfStampOutsidePage(InvalidInput):
+    """The requested stamp box leaves the page's visible area. Params: ``page``, ``rect``, ``page_box``."""
+
+    code = "pdf_stamp_outside_page"
 
 
 class StampFontMissing(SignserverError):

@@ -9,6 +9,7 @@ extraction returns the same Unicode strings.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,12 @@ VIETNAM_TIME_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 
 STAMP_FONT_SIZE = 9
 STAMP_BORDER_WIDTH = 1
+
+# pyHanko shrinks a stamp's text to fit its box but does not wrap it, so long
+# values are wrapped here and the reason is shortened. The full reason stays in
+# the signature dictionary's /Reason.
+STAMP_LINE_CHARACTERS = 52
+STAMP_REASON_CHARACTERS = 150
 
 # Each line is a %-template over ``stamp_text_params``. Values are substituted
 # once, so a '%' inside a name or reason is printed as is.
@@ -111,11 +118,15 @@ def stamp_text_params(
 
     return {
         "signer_name": nfc(signer_name),
-        "signer_title": nfc(signer_title),
-        "agency": nfc(agency),
+        "signer_title": _wrap(nfc(signer_title)),
+        "agency": _wrap(nfc(agency)),
         "signing_time": format_signing_time(signing_time),
-        "reason": reason,
+        "reason": _wrap(textwrap.shorten(reason, STAMP_REASON_CHARACTERS, placeholder=" …")),
     }
+
+
+def _wrap(value: str) -> str:
+    return "\n".join(textwrap.wrap(value, STAMP_LINE_CHARACTERS)) if value else value
 
 
 def stamp_lines(text_params: dict[str, str]) -> list[str]:

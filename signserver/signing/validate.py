@@ -69,11 +69,11 @@ def validation_context(trust_roots: list[x509.Certificate]) -> ValidationContext
 
 
 async def validate_pdf(
-    path: Path, trust_roots: list[x509.Certificate], password: str | None = None
+    path: Path, trust_roots: list[x509.Certificate], password: str | None = None, *, last_only: bool = False
 ) -> list[SignatureReport]:
     """Validate every approval and certification signature in the PDF at ``path``.
 
-    Returns one report per signature, oldest first.
+    Returns one report per signature, oldest first; with ``last_only``, only the newest one.
     Raises the opening errors of ``inspect_pdf`` (PdfInvalid, password errors).
     A signature that pyHanko cannot evaluate is reported with ``error`` set.
     """
@@ -82,6 +82,8 @@ async def validate_pdf(
         reader = open_pdf_reader(stream, password, require_signing_permission=False)
         with pdf_parse_errors():
             embedded_signatures = reader.embedded_regular_signatures
+        if last_only:
+            embedded_signatures = embedded_signatures[-1:]
 
         for embedded_signature in embedded_signatures:
             # A fresh context per signature, so that certificates and paths
@@ -106,13 +108,14 @@ async def validate_pdf(
 async def ensure_signed_pdf_valid(
     path: Path, trust_roots: list[x509.Certificate], password: str | None = None
 ) -> list[SignatureReport]:
-    """Validate the PDF and raise SignatureValidationFailed unless its last signature is sound.
+    """Validate the PDF's last signature and raise SignatureValidationFailed unless it is sound.
 
     The last signature must be intact, valid, trusted to one of
     ``trust_roots``, allow the changes made after it, and carry a valid
-    signature time-stamp. Returns the reports of all signatures.
+    signature time-stamp. Earlier signatures, often by other CAs, are not
+    evaluated. Returns the report of the last signature.
     """
-    reports = await validate_pdf(path, trust_roots, password)
+    reports = await validate_pdf(path, trust_roots, password, last_only=True)
     if not reports:
         raise SignatureValidationFailed(field_name=None, reason="the document contains no signature")
 

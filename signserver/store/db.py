@@ -253,3 +253,66 @@ class Transaction:
 
     async def count_sign_requests(self) -> int:
         return int((await self.connection.execute(select(func.count()).select_from(t.sign_requests))).scalar_one())
+
+    # CSC API bearer tokens
+    async def insert_csc_token(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.csc_tokens).values(**values))
+
+    async def csc_token(self, token_sha256: str) -> dict[str, Any] | None:
+        return await self._one(select(t.csc_tokens).where(t.csc_tokens.c.token_sha256 == token_sha256))
+
+    async def delete_csc_token(self, token_sha256: str) -> int:
+        result = await self.connection.execute(
+            t.csc_tokens.delete().where(t.csc_tokens.c.token_sha256 == token_sha256)
+        )
+        return result.rowcount
+
+    async def delete_csc_grant(self, grant_id: str) -> int:
+        result = await self.connection.execute(t.csc_tokens.delete().where(t.csc_tokens.c.grant_id == grant_id))
+        return result.rowcount
+
+    async def delete_expired_csc_tokens(self, before: datetime) -> int:
+        result = await self.connection.execute(t.csc_tokens.delete().where(t.csc_tokens.c.expires_at < before))
+        return result.rowcount
+
+    # CSC API signature activation data
+    async def insert_csc_sad(self, values: dict[str, Any], hash_hexes: Sequence[str]) -> None:
+        await self.connection.execute(insert(t.csc_sads).values(**values))
+        await self.connection.execute(
+            insert(t.csc_sad_hashes),
+            [{"sad_id": values["id"], "position": position, "hash_hex": hash_hex}
+             for position, hash_hex in enumerate(hash_hexes)],
+        )
+
+    async def csc_sad_by_digest(self, sad_sha256: str, *, for_update: bool = False) -> dict[str, Any] | None:
+        statement = select(t.csc_sads).where(t.csc_sads.c.sad_sha256 == sad_sha256)
+        return await self._one(self._for_update(statement) if for_update else statement)
+
+    async def unused_csc_sad_hashes(self, sad_id: str) -> list[tuple[int, str]]:
+        columns = t.csc_sad_hashes.c
+        statement = (
+            select(columns.position, columns.hash_hex)
+            .where(columns.sad_id == sad_id, columns.used_at.is_(None))
+            .order_by(columns.position)
+        )
+        return [(row["position"], row["hash_hex"]) for row in await self._all(statement)]
+
+    async def mark_csc_sad_hashes_used(self, sad_id: str, positions: Sequence[int], used_at: datetime) -> int:
+        """Compare-and-set: spend the given unused rows; returns how many changed."""
+        columns = t.csc_sad_hashes.c
+        statement = (
+            update(t.csc_sad_hashes)
+            .where(columns.sad_id == sad_id, columns.position.in_(list(positions)), columns.used_at.is_(None))
+            .values(used_at=used_at)
+        )
+        result = await self.connection.execute(statement)
+        return result.rowcount
+
+    async def update_csc_sad(self, sad_id: str, **values: Any) -> None:
+        await self.connection.execute(update(t.csc_sads).where(t.csc_sads.c.id == sad_id).values(**values))
+
+    async def delete_expired_csc_sads(self, before: datetime) -> int:
+        expired = select(t.csc_sads.c.id).where(t.csc_sads.c.expires_at < before)
+        await self.connection.execute(t.csc_sad_hashes.delete().where(t.csc_sad_hashes.c.sad_id.in_(expired)))
+        result = await self.connection.execute(t.csc_sads.delete().where(t.csc_sads.c.expires_at < before))
+        return result.rowcount

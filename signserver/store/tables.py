@@ -35,6 +35,9 @@ __all__ = [
     "audit_log",
     "audit_head",
     "tsa_serials",
+    "csc_tokens",
+    "csc_sads",
+    "csc_sad_hashes",
 ]
 
 metadata = MetaData()
@@ -201,4 +204,48 @@ tsa_serials = Table(
     # SQLite assigns rowids only to a column typed exactly INTEGER PRIMARY KEY.
     Column("serial", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("issued_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# Bearer tokens of the CSC API's auth/login, stored as SHA-256 digests. An
+# access token and the refresh token it was issued with share a grant_id, so
+# revoking the refresh token revokes the whole grant.
+csc_tokens = Table(
+    "csc_tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # access | refresh
+    Column("grant_id", String(64), nullable=False, index=True),
+    Column("application_id", String(64), ForeignKey("applications.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signature activation data (SAD) of the CSC API, stored as a SHA-256 digest,
+# bound to one application, one credential and the hashes the official approved.
+csc_sads = Table(
+    "csc_sads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("sad_sha256", String(64), nullable=False, unique=True),
+    Column("application_id", String(64), ForeignKey("applications.id"), nullable=False),
+    Column("credential_id", String(64), ForeignKey("credentials.id"), nullable=False),
+    Column("official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    # asn1crypto name of the hash algorithm, NULL when a CSC v1 client did not name one.
+    Column("hash_algorithm", String(16)),
+    Column("num_signatures", Integer, nullable=False),
+    Column("otp_step", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# The hashes a SAD covers, one row per authorized signature, so the same hash
+# authorized twice has two rows. A row is spent by setting used_at.
+csc_sad_hashes = Table(
+    "csc_sad_hashes",
+    metadata,
+    Column("sad_id", String(64), ForeignKey("csc_sads.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("hash_hex", String(128), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
 )
