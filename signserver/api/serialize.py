@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from signserver.store.records import AuditRecord, Credential, SignRequest
 
-__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso"]
+__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso", "pdf_file_response"]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -83,3 +86,11 @@ def audit_record_json(record: AuditRecord) -> dict[str, Any]:
         "hash": record.hash,
         "prev_hash": record.prev_hash,
     }
+
+
+def pdf_file_response(path: str | Path, sha256: str | None, attachment_name: str | None = None) -> web.FileResponse:
+    """Stream a stored PDF with its SHA-256 in the Digest header (RFC 3230)."""
+    headers = {"Content-Type": "application/pdf", "Digest": f"sha-256={sha256}"}
+    if attachment_name is not None:
+        headers["Content-Disposition"] = f'attachment; filename="{attachment_name}"'
+    return web.FileResponse(path, headers=headers)
