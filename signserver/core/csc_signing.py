@@ -61,7 +61,7 @@ async def sign_hashes(ctx: CoreContext, token: hsm.Hsm, application: Application
     hashes_hex = [digest.hex() for digest in request.hashes]
     operation = "signatures/signHash"
     audit = RejectionAudit(ctx, application, operation, request.credential_id,
-                         details={"hashes": hashes_hex, "sign_algorithm": request.sign_algorithm_oid})
+                           details={"hashes": hashes_hex, "sign_algorithm": request.sign_algorithm_oid})
     async with audit:
         credential = await credential_for_application(ctx, application, request.credential_id)
         audit.credential = credential

@@ -10,9 +10,9 @@ signDoc spends. Here it is bound to:
 - a short lifetime (``Settings.sad_ttl``).
 
 It is issued only after the credential's approving official enters a TOTP
-code, checked by the same ``check_otp`` as native approvals (same replay
-table, same lockout), and only when the key policy lets the application
-request the credential in the "raw" format. The SAD itself is stored as a
+code, which the same ``check_otp`` as native approvals checks (same replay
+table, same lockout). The key policy must also let the application request
+the credential in the "raw" format. The SAD itself is stored as a
 SHA-256 digest. Each hash is spent in one database transaction before any
 HSM call, so two replicas cannot spend one hash twice.
 
@@ -172,17 +172,17 @@ class RejectionAudit:
                         traceback: TracebackType | None) -> None:
         if isinstance(error, SignserverError) and not getattr(error, "audited", False):
             await record_rejection(self.ctx, self.application, self.operation, error,
-                                 credential_id=self.credential_id, credential=self.credential, details=self.details)
+                                   credential_id=self.credential_id, credential=self.credential, details=self.details)
 
 
 async def record_rejection(ctx: CoreContext, application: Application, operation: str, error: SignserverError, *,
-                         credential_id: str | None = None, credential: Credential | None = None,
-                         details: dict[str, Any] | None = None) -> None:
+                           credential_id: str | None = None, credential: Credential | None = None,
+                           details: dict[str, Any] | None = None) -> None:
     """Append the audit record of a rejected CSC operation and mark ``error`` as recorded."""
     async with ctx.store.transaction() as tx:
         await _append_rejection(tx, ctx, application, operation, error, credential_id=credential_id,
-                              credential=credential, details=details or {})
-    log.info("csc.request_rejected", operation=operation, application_id=application.id,
+                                credential=credential, details=details or {})
+    log.info("csc.rejection_recorded", operation=operation, application_id=application.id,
              credential_id=credential_id, code=error.code)
 
 
@@ -218,7 +218,7 @@ async def authorize_credential(ctx: CoreContext, application: Application,
     """
     hashes_hex = [digest.hex() for digest in request.hashes]
     audit = RejectionAudit(ctx, application, "credentials/authorize", request.credential_id,
-                         details={"hashes": hashes_hex, "num_signatures": request.num_signatures})
+                           details={"hashes": hashes_hex, "num_signatures": request.num_signatures})
     async with audit:
         credential = await credential_for_application(ctx, application, request.credential_id)
         audit.credential = credential
@@ -242,7 +242,7 @@ async def extend_sad(ctx: CoreContext, application: Application, credential_id: 
     """
     hashes_hex = [digest.hex() for digest in hashes or []]
     audit = RejectionAudit(ctx, application, "credentials/extendTransaction", credential_id,
-                         details={"hashes": hashes_hex})
+                           details={"hashes": hashes_hex})
     async with audit:
         credential = await credential_for_application(ctx, application, credential_id)
         audit.credential = credential
@@ -295,7 +295,7 @@ async def spend_sad(ctx: CoreContext, application: Application, credential: Cred
         except (SadInvalid, SadExpired, HashNotAuthorized) as error:
             rejection = error
             await _append_rejection(tx, ctx, application, operation, error, credential_id=credential.id,
-                                  credential=credential, details={"hashes": hashes_hex, **details})
+                                    credential=credential, details={"hashes": hashes_hex, **details})
         else:
             await append_audit(
                 tx, action="csc_sad_spent", actor_type="application", actor_id=application.id,
@@ -306,7 +306,7 @@ async def spend_sad(ctx: CoreContext, application: Application, credential: Cred
                 now=now,
             )
     if rejection is not None:
-        log.info("csc.request_rejected", operation=operation, application_id=application.id,
+        log.info("csc.rejection_recorded", operation=operation, application_id=application.id,
                  credential_id=credential.id, code=rejection.code)
         raise rejection
     return SpentSad(stored.id, stored.official_id)
@@ -333,8 +333,8 @@ async def _issue_after_otp(ctx: CoreContext, application: Application, credentia
             assert isinstance(error, SignserverError)
             otp_error = error
             await _append_rejection(tx, ctx, application, "credentials/authorize", error,
-                                  credential_id=credential.id, credential=credential,
-                                  details={"hashes": hashes_hex, "official_id": official.id})
+                                    credential_id=credential.id, credential=credential,
+                                    details={"hashes": hashes_hex, "official_id": official.id})
         else:
             assert step is not None
             await tx.insert_csc_sad(
@@ -419,8 +419,8 @@ def _match_hashes(unused: list[tuple[int, str]], requested_hex: list[str]) -> li
 
 
 async def _append_rejection(tx: Transaction, ctx: CoreContext, application: Application, operation: str,
-                          error: SignserverError, *, credential_id: str | None, credential: Credential | None,
-                          details: dict[str, Any]) -> None:
+                            error: SignserverError, *, credential_id: str | None, credential: Credential | None,
+                            details: dict[str, Any]) -> None:
     await append_audit(
         tx, action="csc_rejected", actor_type="application", actor_id=application.id,
         key_id_hex=credential.key_id_hex if credential else None,

@@ -122,7 +122,7 @@ def csc_method(name: str, *, versions: tuple[str, ...] = (V1, V2), authenticated
                 if audit_rejections and application is not None and not getattr(error, "audited", False):
                     credential_id = body.data.get("credentialID") if body is not None else None
                     await record_rejection(request.app["core"], application, name, error,
-                                         credential_id=credential_id if isinstance(credential_id, str) else None)
+                                           credential_id=credential_id if isinstance(credential_id, str) else None)
                 log.info("csc.request_rejected", method=name, version=version, code=error.code,
                          application_id=application.id if application else None)
                 return csc_error_response(error, version, language, request.get("request_id"))

@@ -298,7 +298,7 @@ class Transaction:
         return [(row["position"], row["hash_hex"]) for row in await self._all(statement)]
 
     async def mark_csc_sad_hashes_used(self, sad_id: str, positions: Sequence[int], used_at: datetime) -> int:
-        """Compare-and-set: spend the given unused rows; returns how many changed."""
+        """Spend the given rows that are still unused, as a compare-and-set, and return how many changed."""
         columns = t.csc_sad_hashes.c
         statement = (
             update(t.csc_sad_hashes)

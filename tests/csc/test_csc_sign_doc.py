@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from signserver.signing.sample import generate_sample_pdf
-from tests.csc.conftest import SHA256_WITH_RSA_OID, CscClient, assert_csc_error
+from tests.csc.conftest import ECDSA_WITH_SHA256_OID, SHA256_WITH_RSA_OID, CscClient, assert_csc_error
 from tests.harness import Client
 from tests.verifiers import pdfsig_signatures, pyhanko_validate
 
@@ -27,7 +27,7 @@ def sample_pdf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def sign_doc_answers(client: Client, csc: CscClient, rsa_official: dict, sample_pdf: bytes,
+def sign_doc_answers(client: Client, csc: CscClient, ec_official: dict, sample_pdf: bytes,
                      tmp_path_factory: pytest.TempPathFactory) -> dict[str, requests.Response]:
     """Authorize the sample PDF's SHA-256, then send another PDF, then the sample PDF.
 
@@ -35,13 +35,13 @@ def sign_doc_answers(client: Client, csc: CscClient, rsa_official: dict, sample_
     """
     other_pdf = generate_sample_pdf(tmp_path_factory.mktemp("csc-sign-doc-other") / "other.pdf",
                                     dossier_code="000.00.01.H01-261204-0555").read_bytes()
-    credential_id = rsa_official["credential_id"]
+    credential_id = ec_official["credential_id"]
     sad = csc.sad("v2", credential_id, [hashlib.sha256(sample_pdf).digest()],
-                  client.otp.next(rsa_official["totp_secret"]))
+                  client.otp.next(ec_official["totp_secret"]))
     answers = {}
     for name, pdf in (("other_document", other_pdf), ("signed", sample_pdf)):
         answers[name] = csc.call("v2", "signatures/signDoc", {
-            "credentialID": credential_id, "SAD": sad, "documents": [document_entry(pdf, SHA256_WITH_RSA_OID)]})
+            "credentialID": credential_id, "SAD": sad, "documents": [document_entry(pdf, ECDSA_WITH_SHA256_OID)]})
     return answers
 
 
