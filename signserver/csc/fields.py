@@ -44,16 +44,23 @@ class CscBody:
     @classmethod
     async def read(cls, request: web.Request, version: str, limit: int) -> "CscBody":
         """Read the body as a JSON object. An empty body is an empty object, because the info method needs none."""
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLarge(limit=limit)
         try:
-            raw = await request.read()
+            raw = await request.content.read(limit + 1)
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(limit=limit) from None
+        if len(raw) > limit:
+            raise PayloadTooLarge(limit=limit)
         if not raw.strip():
             return cls({}, version)
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput("csc_body_invalid", reason=f"not UTF-8 JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            # Integers of more than 4300 digits (CPython's limit) and very deep nesting.
+            raise InvalidInput("csc_body_invalid", reason=f"JSON too large to decode: {type(exc).__name__}") from None
         if not isinstance(data, dict):
             raise InvalidInput("csc_body_invalid", reason=f"got a JSON {type(data).__name__}")
         return cls(data, version)
@@ -116,17 +123,19 @@ class CscBody:
             raise InvalidInput("csc_parameter_missing", field=field, kind="array of objects")
         return value
 
-    def digests(self, v1: str = "hash", v2: str | None = "hashes") -> list[bytes]:
+    def digests(self, v1: str = "hash", v2: str | None = "hashes", *, max_count: int | None = None) -> list[bytes]:
         """Return the Base64 (or Base64url) hashes of an array field, in order, duplicates kept.
 
-        The count is not limited here: the core checks it against multisign,
-        and the request body limit bounds the decoding work.
+        More than ``max_count`` hashes is rejected before any is decoded, so that
+        neither the decoding nor the audit record of the rejection grows with them.
         """
         field, value = self._lookup(v1, v2)
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise InvalidInput("csc_parameter_missing", field=field, kind="array")
         if not value:
             raise InvalidInput("csc_hash_array_empty", field=field)
+        if max_count is not None and len(value) > max_count:
+            raise InvalidInput("csc_too_many_hashes", field=field, count=len(value), limit=max_count)
         return [self.base64_value(field, item, hash_value=True) for item in value]
 
     def base64_value(self, field: str, value: str, *, hash_value: bool = False) -> bytes:

@@ -10,6 +10,7 @@ to the CSC error shape lives in ``signserver.csc.errors``.
 from __future__ import annotations
 
 import base64
+import re
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ from .credentials import CERTIFICATE_CHOICES, OTP_AUTH_OBJECT_ID, credential_inf
 from .documents import PadesDocuments
 from .errors import csc_error_response, json_dumps
 from .fields import V1, V2, CscBody
+
+# JSON bodies of every method but signDoc (which carries whole documents).
+MAX_JSON_BYTES = 1024 * 1024
 
 __all__ = ["routes"]
 
@@ -115,7 +119,9 @@ def csc_method(name: str, *, versions: tuple[str, ...] = (V1, V2), authenticated
                     raise InvalidInput("csc_method_not_implemented", method=name, version=version)
                 if authenticated:
                     application = await bearer_application(request)
-                body = await CscBody.read(request, version, request.app["settings"].max_body_bytes)
+                # Only signDoc carries documents; other methods get a small body limit.
+                limit = request.app["settings"].max_body_bytes if name == "signatures/signDoc" else MAX_JSON_BYTES
+                body = await CscBody.read(request, version, limit)
                 language = body.language() or language
                 return await handler(CscCall(request, version, body, application, language))
             except SignserverError as error:
@@ -242,7 +248,7 @@ async def list_credentials(call: CscCall) -> web.Response:
     offset = 0
     page_token = call.body.text("pageToken", required=False, max_length=16)
     if page_token is not None:
-        if not page_token.isdigit():
+        if not (page_token.isascii() and page_token.isdecimal()):
             raise InvalidInput("csc_parameter_invalid", field="pageToken", reason="not a token this service issued")
         offset = int(page_token)
     max_results = call.body.integer("maxResults", required=False)
@@ -297,7 +303,7 @@ async def authorize(call: CscCall) -> web.Response:
     request = AuthorizationRequest(
         credential_id=_credential_id(call.body),
         num_signatures=call.body.integer("numSignatures") or 0,
-        hashes=tuple(call.body.digests()),
+        hashes=tuple(call.body.digests(max_count=call.ctx.settings.max_batch_size)),
         hash_algorithm=_hash_algorithm(call.body),
         otp=_otp(call.body),
         description=call.body.text("description", required=False, max_length=500),
@@ -310,7 +316,7 @@ async def authorize(call: CscCall) -> web.Response:
 async def extend_transaction(call: CscCall) -> web.Response:
     credential_id = _credential_id(call.body)
     sad = call.body.text("SAD") or ""
-    hashes = call.body.digests() if call.body.present("hash", "hashes") else None
+    hashes = call.body.digests(max_count=call.ctx.settings.max_batch_size) if call.body.present("hash", "hashes") else None
     issued = await extend_sad(call.ctx, call.caller, credential_id, sad, hashes)
     return _json({"SAD": issued.sad, "expiresIn": issued.expires_in}, call.language)
 
@@ -341,7 +347,7 @@ async def sign_hash(call: CscCall) -> web.Response:
     request = SignHashRequest(
         credential_id=_credential_id(call.body),
         sad=call.body.text("SAD") or "",
-        hashes=tuple(call.body.digests()),
+        hashes=tuple(call.body.digests(max_count=call.ctx.settings.max_batch_size)),
         sign_algorithm_oid=call.body.text("signAlgo", max_length=64) or "",
         hash_algorithm_oid=call.body.text("hashAlgo", "hashAlgorithmOID", required=False, max_length=64),
         sign_algorithm_params=call.body.base64_value("signAlgoParams", params) if params is not None else None,
@@ -376,9 +382,12 @@ async def timestamp(call: CscCall) -> web.Response:
     return _json({"timestamp": base64.b64encode(token.dump()).decode("ascii")}, call.language)
 
 
+# Dotted OIDs as X.660 allows them: first arc 0, 1 or 2, second arc below 40 under 0 and 1.
+_OID_PATTERN = re.compile(r"(?:[01]\.(?:[0-9]|[1-3][0-9])|2\.(?:0|[1-9][0-9]{0,18}))(?:\.(?:0|[1-9][0-9]{0,18}))*")
+
+
 def _is_oid(text: str) -> bool:
-    parts = text.split(".")
-    return len(parts) > 1 and all(part.isdigit() for part in parts)
+    return _OID_PATTERN.fullmatch(text) is not None
 
 
 def _pdf_document(body: CscBody, item: dict[str, Any], credential: Credential) -> bytes:
@@ -442,3 +451,20 @@ async def not_implemented(request: web.Request) -> web.Response:
     language = negotiate_language(request.headers.get("Accept-Language"))
     error = InvalidInput("csc_method_not_implemented", method=request.match_info["method"][:64], version=version)
     return csc_error_response(error, version, language, request.get("request_id"))
+
+
+@routes.route("*", "/csc/{path:.*}")
+async def outside_csc_methods(request: web.Request) -> web.Response:
+    """Answer a wrong HTTP method or an unknown API version in the CSC error shape, not the native one."""
+    language = negotiate_language(request.headers.get("Accept-Language"))
+    version = request.path.split("/")[2] if request.path.count("/") >= 2 else V1
+    if request.method != "POST" and version in (V1, V2):
+        error = InvalidInput("csc_http_method_invalid", method=request.method)
+        response = csc_error_response(error, version, language, request.get("request_id"))
+        response.set_status(405)
+        response.headers["Allow"] = "POST"
+        return response
+    error = InvalidInput("csc_version_unknown", path=request.path[:100])
+    response = csc_error_response(error, V1, language, request.get("request_id"))
+    response.set_status(404)
+    return response

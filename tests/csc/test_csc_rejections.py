@@ -252,3 +252,54 @@ def test_pss_without_params_rejected(csc: CscClient, rsa_official: dict) -> None
     response = csc.sign_hash("v1", rsa_official["credential_id"], "not-a-sad", random_hashes(1), RSASSA_PSS_OID)
     body = assert_csc_error(response, 400, "invalid_request")
     assert body["error_description"].startswith("Invalid parameter signAlgoParams")
+
+
+def test_get_on_csc_method_in_csc_shape(server) -> None:
+    import requests
+
+    response = requests.get(f"{server.url}/csc/v1/info", timeout=10)
+    assert response.status_code == 405
+    assert set(response.json()) == {"error", "error_description"}
+
+
+def test_unknown_csc_version_in_csc_shape(server) -> None:
+    import requests
+
+    response = requests.post(f"{server.url}/csc/v3/info", json={}, timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("body", [
+    '{"maxResults": ' + "9" * 5000 + "}",
+    "[" * 100000,
+])
+def test_undecodable_json_rejected(server, body: str) -> None:
+    import requests
+
+    response = requests.post(f"{server.url}/csc/v1/info", data=body,
+                             headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_oversized_json_body_rejected(server) -> None:
+    import requests
+
+    response = requests.post(f"{server.url}/csc/v1/info", data=b" " * (2 * 1024 * 1024),
+                             headers={"Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("oid", ["99.99", "3.1", "1.99999999999999999999999"])
+def test_malformed_hash_algorithm_oid_rejected(csc: CscClient, oid: str) -> None:
+    response = csc.call("v1", "signatures/timestamp", {"hash": "A" * 43 + "=", "hashAlgo": oid})
+    assert_csc_error(response, 400, "invalid_request")
+
+
+def test_too_many_hashes_rejected_before_decoding(csc: CscClient) -> None:
+    digest = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+    response = csc.call("v1", "credentials/authorize", {
+        "credentialID": "cred-tran-thi-bich-ngoc", "numSignatures": 5000, "hash": [digest] * 5000, "OTP": "000000"})
+    body = assert_csc_error(response, 400, "invalid_request")
+    assert "5000" in body["error_description"]
