@@ -23,7 +23,7 @@ from tests.verifiers import pyhanko_validate
 
 
 class FakeTsa:
-    """A loopback HTTP server: answers 500, or forwards to a real TSA with the nonce changed."""
+    """A loopback HTTP server that responds 500, or forwards to a real TSA with the nonce changed."""
 
     def __init__(self, mode: str, upstream: str | None = None) -> None:
         fake = self

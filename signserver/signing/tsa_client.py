@@ -3,7 +3,7 @@
 Each TSA gets a request with a fresh nonce. A TSA that cannot be reached,
 times out, answers with another content type, rejects the request, or sends
 a token with a wrong nonce or message imprint is logged and the next one is
-tried. When none answers, signing fails with ``tsa_failed``: a signature is
+tried. When none responds, signing fails with ``tsa_failed``: a signature is
 never released without its timestamp.
 """
 
@@ -64,4 +64,4 @@ class FailoverTimeStamper(TimeStamper):
                     reason = f"{type(exc).__name__}: {exc}"[:200]
                     log.warning("tsa.request_failed", url=url, reason=reason)
                     failures.append(f"{url}: {reason}")
-        raise TimestampRequestError("no TSA answered: " + "; ".join(failures))
+        raise TimestampRequestError("no TSA returned a usable token: " + "; ".join(failures))
