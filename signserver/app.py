@@ -23,7 +23,7 @@ from signserver.core.decisions import expire_due_requests
 from signserver.core.policy import load_policies
 from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
 from signserver.hsm_bridge import HsmSecretBox, signing_key_for
-from signserver.pades_backend import PadesChecker, PadesDocumentSigner
+from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.fonts import stamp_font_path
 from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
 from signserver.signing.tsa_client import FailoverTimeStamper
@@ -103,7 +103,7 @@ async def build_app(settings: Settings) -> web.Application:
         policies=load_policies(settings.policies_dir),
         secret_box=HsmSecretBox(token),
         pdf_checker=PadesChecker(),
-        document_signer=PadesDocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots),
+        document_signer=DocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots),
     )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)

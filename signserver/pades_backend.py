@@ -1,4 +1,4 @@
-"""The PAdES implementations of the core's ``PdfChecker`` and ``DocumentSigner`` ports."""
+"""The implementations of the core's ``PdfChecker`` and ``DocumentSigner`` ports, for PAdES and CAdES."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from asn1crypto import x509
 import hsm
 from signserver.core.ports import CheckedPdf, SignedDocument
 from signserver.hsm_bridge import signing_key_for
+from signserver.signing.cades import ensure_cades_valid, sign_cades
 from signserver.signing.errors import PdfPageOutOfRange, PdfStampOutsidePage
 from signserver.signing.pades import StampSpec, default_stamp_box, page_visible_box, sign_pdf
 from signserver.signing.pdf_inspect import open_pdf_reader, read_pdf_info
 from signserver.signing.validate import ensure_signed_pdf_valid
 from signserver.store.records import Credential, SignRequest
 
-__all__ = ["PadesChecker", "PadesDocumentSigner"]
+__all__ = ["PadesChecker", "DocumentSigner"]
 
 
 # Points a stamp may stick out of the page's visible box, for rounding in clients' layouts.
@@ -51,8 +52,8 @@ class PadesChecker:
         return await loop.run_in_executor(None, _check_pdf, path, password, stamp_page, stamp_box)
 
 
-class PadesDocumentSigner:
-    """Signs PAdES B-T with an HSM key and the service's timestamper, then validates the result."""
+class DocumentSigner:
+    """Signs PAdES B-T or CAdES B-B/B-T with an HSM key and the service's timestamper, then validates the result."""
 
     def __init__(self, token: hsm.Hsm, timestamper: object, trust_roots: list[x509.Certificate]) -> None:
         self.token = token
@@ -61,6 +62,25 @@ class PadesDocumentSigner:
 
     async def sign(self, request: SignRequest, credential: Credential, output_path: Path,
                    pdf_password: str | None) -> SignedDocument:
+        if request.signature_format == "cades":
+            return await self._sign_cades(request, credential, output_path)
+        return await self._sign_pades(request, credential, output_path, pdf_password)
+
+    async def _sign_cades(self, request: SignRequest, credential: Credential, output_path: Path) -> SignedDocument:
+        packaging = json.loads(request.placement_json or "{}").get("packaging", "detached")
+        timestamper = self.timestamper if request.signature_level == "B-T" else None
+        result = await sign_cades(
+            Path(request.document_path),
+            output_path,
+            key=signing_key_for(self.token, credential),
+            timestamper=timestamper,  # type: ignore[arg-type]
+            attached=packaging == "attached",
+        )
+        await ensure_cades_valid(output_path, Path(request.document_path), self.trust_roots, level=result.level)
+        return SignedDocument(sha256=result.output_digest_sha256, signing_time=result.signing_time, level=result.level)
+
+    async def _sign_pades(self, request: SignRequest, credential: Credential, output_path: Path,
+                          pdf_password: str | None) -> SignedDocument:
         # NOTE: pyHanko parses and hashes the PDF inside the event loop; a very large file delays
         # other requests while it is signed. The HSM and TSA calls do run in executor threads.
         placement = json.loads(request.placement_json or "{}")

@@ -47,7 +47,7 @@ rules:
   - id: test-officials-only
     applications: [app-motcua-demo]
     credentials: [cred-tran-thi-bich-ngoc, cred-nguyen-van-an]
-    formats: [pades, raw]
+    formats: [pades, cades, raw]
 """
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from signserver.store.records import AuditRecord, Credential, SignRequest
 
-__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso", "pdf_file_response"]
+__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso", "document_file_response"]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -88,9 +88,24 @@ def audit_record_json(record: AuditRecord) -> dict[str, Any]:
     }
 
 
-def pdf_file_response(path: str | Path, sha256: str | None, attachment_name: str | None = None) -> web.FileResponse:
-    """Stream a stored PDF with its SHA-256 in the Digest header (RFC 3230)."""
-    headers = {"Content-Type": "application/pdf", "Digest": f"sha-256={sha256}"}
+# Content types by file suffix (RFC 8551 section 3.2.1 for the CMS ones).
+_MEDIA_TYPES = {
+    ".pdf": "application/pdf",
+    ".p7s": "application/pkcs7-signature",
+    ".p7m": "application/pkcs7-mime",
+}
+
+
+def document_file_response(path: str | Path, sha256: str | None, attachment_name: str | None = None) -> web.FileResponse:
+    """Stream a stored document with its SHA-256 in the Digest header (RFC 3230).
+
+    The content type follows the suffix of ``path``, with application/octet-stream
+    for any other file, such as the original of a CAdES request.
+    The attachment name, if given, gets the same suffix as ``path``.
+    """
+    suffix = Path(path).suffix.lower()
+    media_type = _MEDIA_TYPES.get(suffix, "application/octet-stream")
+    headers = {"Content-Type": media_type, "Digest": f"sha-256={sha256}"}
     if attachment_name is not None:
-        headers["Content-Disposition"] = f'attachment; filename="{attachment_name}"'
+        headers["Content-Disposition"] = f'attachment; filename="{attachment_name}{suffix}"'
     return web.FileResponse(path, headers=headers)

@@ -13,7 +13,7 @@ from signserver.core.submission import SubmitMetadata, submit_sign_request
 from signserver.errors import InvalidInput
 
 from .auth import require_application
-from .serialize import credential_json, pdf_file_response, sign_request_json
+from .serialize import credential_json, document_file_response, sign_request_json
 from .uploads import read_sign_request_upload
 
 __all__ = ["routes"]
@@ -78,7 +78,7 @@ async def download_signed_document(request: web.Request) -> web.StreamResponse:
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
     found, path = await queries.signed_document_for_application(ctx, application, request.match_info["request_id"])
-    return pdf_file_response(path, found.signed_sha256, f"{found.id}-signed.pdf")
+    return document_file_response(path, found.signed_sha256, f"{found.id}-signed")
 
 
 @routes.get("/api/v1/sign-requests/{request_id}/document")
@@ -86,7 +86,7 @@ async def download_original_document(request: web.Request) -> web.StreamResponse
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
     found = await queries.request_for_application(ctx, application, request.match_info["request_id"])
-    return pdf_file_response(found.document_path, found.document_sha256)
+    return document_file_response(found.document_path, found.document_sha256)
 
 
 @routes.get("/api/v1/credentials")

@@ -11,11 +11,13 @@ is removed.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import structlog
 
 from signserver.errors import SignserverError
+from signserver.store.records import SignRequest
 
 from .audit import append_audit
 from .context import CoreContext
@@ -27,8 +29,14 @@ __all__ = ["sign_approved_request", "recover_interrupted_requests", "SigningQueu
 log = structlog.get_logger(__name__)
 
 
-def _output_path(document_path: str) -> Path:
-    return Path(document_path).with_name("signed.pdf")
+def _output_path(request: SignRequest) -> Path:
+    """Return where the signed file goes: signed.pdf for PAdES, signed.p7m or signed.p7s for CAdES."""
+    if request.signature_format == "cades":
+        packaging = json.loads(request.placement_json or "{}").get("packaging")
+        name = "signed.p7m" if packaging == "attached" else "signed.p7s"
+    else:
+        name = "signed.pdf"
+    return Path(request.document_path).with_name(name)
 
 
 async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
@@ -49,7 +57,7 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
         request = await tx.sign_request(request_id)
     assert request is not None
 
-    output_path = _output_path(request.document_path)
+    output_path = _output_path(request)
     try:
         if credential is None or credential.status != "active":
             raise SignserverError("credential_unavailable", credential_id=request.credential_id)
@@ -107,7 +115,7 @@ async def recover_interrupted_requests(ctx: CoreContext) -> tuple[int, list[str]
         interrupted = await tx.sign_requests(states=[SIGNING], limit=10_000)
         waiting = await tx.sign_requests(states=[APPROVED], limit=10_000)
     for request in interrupted:
-        _output_path(request.document_path).unlink(missing_ok=True)
+        _output_path(request).unlink(missing_ok=True)
         await _mark_failed(ctx, request.id, "signing_interrupted")
         log.warning("sign_request.recovered_as_failed", request_id=request.id, dossier_code=request.dossier_code)
     return len(interrupted), [request.id for request in waiting]

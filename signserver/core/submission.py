@@ -2,8 +2,9 @@
 
 Order of checks: the metadata, the idempotency key (a retry returns the first
 request), the signer, the key policy (a denial is recorded), then the PDF
-itself. Only when all pass is the document moved into place and the request
-stored, together with its audit records, in one transaction.
+itself. CAdES signs any file type, so a CAdES request skips the PDF check.
+Only when all pass is the document moved into place and the request stored,
+together with its audit records, in one transaction.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ __all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
 
 log = structlog.get_logger(__name__)
 
-SUPPORTED_FORMATS = {"pades": {"B-T"}}
+SUPPORTED_FORMATS = {"pades": {"B-T"}, "cades": {"B-B", "B-T"}}
+# CAdES packaging: "detached" writes a .p7s without the file, "attached" a .p7m that embeds it.
+CADES_PACKAGINGS = ("detached", "attached")
 MAX_TTL_SECONDS = 30 * 86400
 
 
@@ -59,6 +62,8 @@ class SubmitMetadata:
     placement: Placement
     pdf_password: str | None
     expires_in_seconds: int | None
+    # Only for CAdES, else None.
+    cades_packaging: str | None = None
 
     @classmethod
     def parse(cls, data: Any, idempotency_header: str | None, min_ttl_seconds: int = 60) -> "SubmitMetadata":
@@ -93,6 +98,13 @@ class SubmitMetadata:
                 "level_unsupported", level=level, supported=", ".join(sorted(SUPPORTED_FORMATS[signature_format]))
             )
 
+        cades_packaging = None
+        if signature_format == "cades":
+            cades_packaging = (text("cades_packaging", required=False, max_length=16) or "detached").lower()
+            if cades_packaging not in CADES_PACKAGINGS:
+                raise InvalidInput("field_invalid", field="cades_packaging",
+                                   reason=f"must be one of {', '.join(CADES_PACKAGINGS)}")
+
         expires_in = data.get("expires_in_seconds")
         if expires_in is not None and (not isinstance(expires_in, int) or isinstance(expires_in, bool)
                                        or not min_ttl_seconds <= expires_in <= MAX_TTL_SECONDS):
@@ -112,6 +124,7 @@ class SubmitMetadata:
             placement=_parse_placement(data.get("placement")),
             pdf_password=_parse_password(data.get("pdf_password")),
             expires_in_seconds=expires_in,
+            cades_packaging=cades_packaging,
         )
 
     def fingerprint(self, document_sha256: str) -> str:
@@ -128,6 +141,8 @@ class SubmitMetadata:
             "placement": [self.placement.page, self.placement.box, self.placement.visible],
             "document_sha256": document_sha256,
         }
+        if self.cades_packaging is not None:
+            content["cades_packaging"] = self.cades_packaging
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -236,15 +251,26 @@ async def submit_sign_request(
                  dossier_code=meta.dossier_code, rule=decision.rule_id)
         raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
 
-    stamp_box = meta.placement.box if meta.placement.visible else None
-    checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page, stamp_box)
+    if meta.signature_format == "cades":
+        # A CAdES signature covers any file type, so the PDF checks and the stamp do not apply.
+        page_count = None
+        placement_json = json.dumps({"packaging": meta.cades_packaging})
+        stored_name = "original.bin"
+    else:
+        stamp_box = meta.placement.box if meta.placement.visible else None
+        checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page, stamp_box)
+        page_count = checked.page_count
+        placement_json = _placement_json(meta.placement, checked)
+        stored_name = "original.pdf"
 
     request_id = new_id("req")
     request_dir = ctx.settings.documents_dir / request_id
     request_dir.mkdir(parents=True, exist_ok=False)
-    stored_path = request_dir / "original.pdf"
+    stored_path = request_dir / stored_name
     shutil.move(str(document.path), stored_path)
-    password_wrapped = await ctx.secret_box.seal(meta.pdf_password.encode()) if meta.pdf_password is not None else None
+    password_wrapped = None
+    if meta.pdf_password is not None and meta.signature_format == "pades":
+        password_wrapped = await ctx.secret_box.seal(meta.pdf_password.encode())
     ttl = meta.expires_in_seconds or int(ctx.settings.request_ttl.total_seconds())
 
     values = dict(
@@ -261,12 +287,12 @@ async def submit_sign_request(
         signature_level=meta.signature_level,
         reason=meta.reason,
         location=meta.location,
-        placement_json=_placement_json(meta.placement, checked),
+        placement_json=placement_json,
         document_name=document.name,
         document_path=str(stored_path),
         document_sha256=document.sha256,
         document_size=document.size,
-        page_count=checked.page_count,
+        page_count=page_count,
         pdf_password_wrapped=password_wrapped,
         state=PENDING_APPROVAL,
         policy_rule=f"{decision.rule_id}@{decision.policy_version}",

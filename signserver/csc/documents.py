@@ -16,7 +16,7 @@ from pathlib import Path
 
 import hsm
 from signserver.hsm_bridge import signing_key_for
-from signserver.pades_backend import PadesChecker, PadesDocumentSigner
+from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.pades import StampSpec, sign_pdf
 from signserver.signing.validate import ensure_signed_pdf_valid
 from signserver.store.records import Credential
@@ -27,7 +27,7 @@ __all__ = ["PadesDocuments"]
 class PadesDocuments:
     """The ``DocumentFormat`` of signDoc for signature_format "P", conformance level B-T."""
 
-    def __init__(self, token: hsm.Hsm, document_signer: PadesDocumentSigner, work_dir: Path) -> None:
+    def __init__(self, token: hsm.Hsm, document_signer: DocumentSigner, work_dir: Path) -> None:
         self.token = token
         self.document_signer = document_signer
         self.work_dir = work_dir

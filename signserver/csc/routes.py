@@ -42,7 +42,7 @@ from signserver.core.sad import (
 )
 from signserver.errors import InvalidInput, SignserverError
 from signserver.i18n import message, negotiate_language
-from signserver.pades_backend import PadesDocumentSigner
+from signserver.pades_backend import DocumentSigner
 from signserver.signing.tsa import ACCEPTED_HASH_ALGORITHMS
 from signserver.store.records import Application, Credential
 
@@ -437,7 +437,7 @@ async def sign_doc(call: CscCall) -> web.Response:
     credential = await credential_for_application(call.ctx, call.caller, credential_id)
     documents = [_pdf_document(call.body, item, credential) for item in items]
     document_signer = call.ctx.document_signer
-    assert isinstance(document_signer, PadesDocumentSigner)
+    assert isinstance(document_signer, DocumentSigner)
     pades = PadesDocuments(call.request.app["hsm"], document_signer, call.ctx.settings.documents_dir / "csc")
     signed = await sign_documents(call.ctx, call.caller, credential_id, sad, documents, pades)
     return _json({"DocumentWithSignature": [base64.b64encode(document).decode("ascii") for document in signed]},

@@ -128,7 +128,7 @@ class TimestampFailed(Unavailable):
 
 
 class SignatureValidationFailed(SignserverError):
-    """A freshly signed PDF did not pass validation, so it must not be released.
+    """A freshly signed PDF or CAdES file did not pass validation, so it must not be released.
 
     Params: ``field_name`` and ``reason``.
     """

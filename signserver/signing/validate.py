@@ -31,7 +31,7 @@ _PADES_SUBFILTER = "/ETSI.CAdES.detached"
 # Personal signing certificates carry nonRepudiation (contentCommitment),
 # while agency seal certificates may carry only digitalSignature
 # (ETSI EN 319 412-2 and 319 412-3), so either one is accepted.
-_SIGNER_KEY_USAGE = KeyUsageConstraints(key_usage={"non_repudiation", "digital_signature"}, match_all_key_usages=False)
+SIGNER_KEY_USAGE = KeyUsageConstraints(key_usage={"non_repudiation", "digital_signature"}, match_all_key_usages=False)
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ async def validate_pdf(
                     embedded_signature,
                     signer_validation_context=context,
                     ts_validation_context=context,
-                    key_usage_settings=_SIGNER_KEY_USAGE,
+                    key_usage_settings=SIGNER_KEY_USAGE,
                 )
             except PDF_PARSE_ERRORS as exc:
                 report = _failed_report(embedded_signature, exc)
