@@ -169,7 +169,7 @@ def test_download_content_type_matches_packaging(signed_cases: dict[str, SignedC
 
 def test_cades_level_b_lt_rejected(client: Client) -> None:
     response = client.submit(XML_DOCUMENT, filename="to-khai.xml", format="cades", level="B-LT")
-    # The service answers unsupported formats and levels with 422, valid JSON that cannot be processed.
+    # The service rejects unsupported formats and levels with 422, valid JSON that cannot be processed.
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "level_unsupported"
 
@@ -184,3 +184,11 @@ def test_pades_still_rejects_non_pdf(client: Client) -> None:
     response = client.submit(XML_DOCUMENT, filename="to-khai.xml")
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "pdf_invalid"
+
+
+def test_cades_packaging_with_pades_rejected(client, tmp_path) -> None:
+    from signserver.signing.sample import generate_sample_pdf
+
+    response = client.submit(generate_sample_pdf(tmp_path / "in.pdf"), cades_packaging="attached")
+    assert response.status_code == 400
+    assert response.json()["code"] == "field_invalid"

@@ -99,6 +99,8 @@ class SubmitMetadata:
             )
 
         cades_packaging = None
+        if signature_format != "cades" and data.get("cades_packaging") is not None:
+            raise InvalidInput("field_invalid", field="cades_packaging", reason='only applies to format "cades"')
         if signature_format == "cades":
             cades_packaging = (text("cades_packaging", required=False, max_length=16) or "detached").lower()
             if cades_packaging not in CADES_PACKAGINGS:
@@ -147,7 +149,7 @@ class SubmitMetadata:
 
 
 def _clean_text(name: str, value: str, max_length: int) -> str:
-    """Return ``value`` stripped and in NFC, or raise if it is too long or holds control characters.
+    """Return ``value`` stripped and in NFC, or raise if it is too long or contains control characters.
 
     NFC matters because the same Vietnamese word can arrive composed or
     decomposed, and dossier codes and names are compared and searched as stored.
