@@ -1,7 +1,7 @@
 """structlog configuration: one event per line, JSON in production, readable on a console.
 
 Records of the standard ``logging`` module (aiohttp, pyHanko, fontTools) go
-through the same renderer, so a JSON log holds nothing but JSON lines.
+through the same renderer, so a JSON log contains only JSON lines.
 """
 
 from __future__ import annotations

@@ -98,9 +98,9 @@ class Server:
 class OtpCodes:
     """Hands out TOTP codes of steps not yet used in this test run.
 
-    The server accepts each step once per official and the current step plus
-    one either side, so a test run may use up to three fresh codes at once and
-    one more every 30 seconds; this waits when all three were used.
+    The server accepts each step once per official, and it accepts the current
+    step plus one either side. A test run may therefore use up to three fresh
+    codes at once and one more every 30 seconds. This waits when all three were used.
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Signing with external TSAs: failover in order, and a clear failure on a wrong nonce or no answer.
+"""Signing with external TSAs: failover in order, and a clear failure on a wrong nonce or no response.
 
 A first server on the module's own data directory serves /tsa; a second server
 on the same directory (so both trust the same demo root) is configured to use

@@ -1,4 +1,4 @@
-"""Who is calling: an application (API key or HTTP Basic) or an official (session token)."""
+"""Caller authentication: an application (API key or HTTP Basic) or an official (session token)."""
 
 from __future__ import annotations
 

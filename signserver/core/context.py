@@ -1,4 +1,4 @@
-"""What every core operation needs: the store, settings and the ports to the HSM and formats."""
+"""The dependencies of every core operation: the store, settings and the ports to the HSM and formats."""
 
 from __future__ import annotations
 

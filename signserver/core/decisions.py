@@ -2,8 +2,8 @@
 
 An approval covers exactly the listed requests and records, for each, the
 digest of the document the official was shown. The requests are checked
-before the OTP, so a batch with a decided or foreign request is refused
-without spending the code; the OTP is checked before anything changes.
+before the OTP, so a batch with a decided or foreign request is rejected
+without spending the code. The OTP is checked before anything changes.
 """
 
 from __future__ import annotations

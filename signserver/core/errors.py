@@ -38,7 +38,7 @@ class OtpReplayed(Forbidden):
 
 
 class OfficialLocked(Forbidden):
-    """Approvals are locked after too many wrong codes; ``params['until']`` says until when."""
+    """Approvals locked after too many wrong codes. ``params['until']`` is the end of the lock."""
 
     code = "official_locked"
 

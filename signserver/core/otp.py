@@ -6,8 +6,8 @@ The rules, in the order they are applied:
    and one step either side (clock drift of up to 30 seconds);
 3. a step already accepted for that official is refused as a replay; the
    database's primary key on (official, step) makes this hold across replicas;
-4. wrong codes count toward a lockout; the threshold and the lockout period
-   are settings (5 and 15 minutes by default); a good code resets the count.
+4. wrong codes count toward a lockout. The threshold and the lockout period
+   are settings (5 codes and 15 minutes by default), and a good code resets the count.
    A replayed code is refused and audited but does not count: it was right once.
 """
 

@@ -3,7 +3,7 @@
 Policies are YAML documents under ``policies/`` validated against
 ``policies/schema.json``. A request is allowed by the first rule that lists
 both its application and its credential (``"*"`` matches any) and, when the
-rule lists formats, its format; otherwise it is denied by ``default-deny``.
+rule lists formats, its format. Without such a rule it is denied by ``default-deny``.
 """
 
 from __future__ import annotations

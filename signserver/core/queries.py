@@ -1,4 +1,4 @@
-"""Read access to sign requests and documents, each scoped to who asks.
+"""Read access to sign requests and documents, each scoped to the caller.
 
 An application sees only its own requests; an official sees the requests
 they approve. A request outside that scope is reported as not found, so its

@@ -455,7 +455,7 @@ async def not_implemented(request: web.Request) -> web.Response:
 
 @routes.route("*", "/csc/{path:.*}")
 async def outside_csc_methods(request: web.Request) -> web.Response:
-    """Answer a wrong HTTP method or an unknown API version in the CSC error shape, not the native one."""
+    """Reject a wrong HTTP method or an unknown API version in the CSC error shape, not the native one."""
     language = negotiate_language(request.headers.get("Accept-Language"))
     version = request.path.split("/")[2] if request.path.count("/") >= 2 else V1
     if request.method != "POST" and version in (V1, V2):

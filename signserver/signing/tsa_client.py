@@ -1,7 +1,7 @@
 """An RFC 3161 client for external time-stamp authorities, tried in order.
 
 Each TSA gets a request with a fresh nonce. A TSA that cannot be reached,
-times out, answers with another content type, rejects the request, or sends
+times out, responds with another content type, rejects the request, or sends
 a token with a wrong nonce or message imprint is logged and the next one is
 tried. When none responds, signing fails with ``tsa_failed``: a signature is
 never released without its timestamp.
