@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.certomancer_pki import CertomancerPki, start_certomancer_pki
 from tests.harness import REPO, Client, OtpCodes, Server, free_port, init_home
 from tests.verifiers import make_nss_trust_db
 
@@ -91,3 +92,11 @@ def demo_root(service_home: tuple[Path, dict[str, Any]]) -> Path:
 @pytest.fixture(scope="session")
 def nss_db(tmp_path_factory: pytest.TempPathFactory, demo_root: Path) -> Path:
     return make_nss_trust_db(tmp_path_factory.mktemp("nssdb"), demo_root)
+
+
+@pytest.fixture(scope="session")
+def certomancer_pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CertomancerPki]:
+    """A certomancer PKI (tests/certomancer_pki.py) serving OCSP, CRLs and a TSA on loopback, for the session."""
+    pki = start_certomancer_pki(tmp_path_factory.mktemp("certomancer"))
+    yield pki
+    pki.stop()
