@@ -10,10 +10,13 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 from asn1crypto import pem, x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from pyhanko.sign.timestamps import TimeStamper
 
 import hsm
+from signserver.api import demo_ca as demo_ca_routes
 from signserver.api import officials, operations, sign_requests
+from signserver.api.validations import setup_validations
 from signserver.api.problems import error_middleware
 from signserver.config import Settings
 from signserver.csc import routes as csc_routes
@@ -22,9 +25,12 @@ from signserver.core.context import CoreContext
 from signserver.core.decisions import expire_due_requests
 from signserver.core.policy import load_policies
 from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
+from signserver.demo_ca import DemoCa, has_demo_ca
+from signserver.demo_pki import load_certificates
 from signserver.hsm_bridge import HsmSecretBox, signing_key_for
 from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.fonts import stamp_font_path
+from signserver.signing.revocation import RevocationFetcher
 from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
 from signserver.signing.tsa_client import FailoverTimeStamper
 from signserver.store.db import Store
@@ -51,8 +57,32 @@ def open_hsm(settings: Settings) -> hsm.Hsm:
     return token
 
 
-def load_trust_roots(path: Path) -> list[x509.Certificate]:
-    return [x509.Certificate.load(der) for _t, _h, der in pem.unarmor(path.read_bytes(), multiple=True)]
+# Suffixes of the trust anchor files that are read. Other files, such as a README, are ignored.
+TRUST_ANCHOR_SUFFIXES = (".pem", ".crt", ".cer", ".der")
+
+
+def load_trust_roots(path: Path, anchors_dir: Path | None = None) -> list[x509.Certificate]:
+    """Load the demo root from ``path`` (PEM), plus every certificate in ``anchors_dir``.
+
+    ``anchors_dir`` (``SIGNSERVER_TRUST_ANCHORS``) contains PEM or DER files,
+    for example the Vietnamese national root certificates. A file that is
+    not a certificate stops start-up, naming the file.
+    """
+    roots = [x509.Certificate.load(der) for _t, _h, der in pem.unarmor(path.read_bytes(), multiple=True)]
+    if anchors_dir is None:
+        return roots
+    if not anchors_dir.is_dir():
+        raise SystemExit(f"SIGNSERVER_TRUST_ANCHORS={anchors_dir} không phải là thư mục / is not a directory")
+    for file in sorted(anchors_dir.iterdir()):
+        if not file.is_file() or file.suffix.lower() not in TRUST_ANCHOR_SUFFIXES:
+            continue
+        try:
+            certificates = load_certificates(file)
+        except ValueError as exc:
+            raise SystemExit(f"Tệp chứng thư số gốc không hợp lệ / invalid trust anchor file {file}: {exc}") from None
+        roots.extend(x509.Certificate.load(certificate.public_bytes(Encoding.DER)) for certificate in certificates)
+    log.info("trust_anchors.loaded", directory=str(anchors_dir), count=len(roots))
+    return roots
 
 
 async def _tsa_for(store: Store, token: hsm.Hsm, settings: Settings) -> TimeStampAuthority:
@@ -81,6 +111,19 @@ async def _expiry_sweeper(ctx: CoreContext) -> None:
         await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
 
 
+def _demo_ca(settings: Settings) -> DemoCa:
+    """Load the demo CA, warning when its certificates name a URL this server does not listen on."""
+    demo_ca = DemoCa.load(settings.pki_dir)
+    listening = {f"http://{host}:{settings.port}/demo-ca" for host in ("127.0.0.1", "localhost", settings.host)}
+    if demo_ca.urls.base_url.startswith(("http://127.0.0.1:", "http://localhost:")) and \
+            demo_ca.urls.base_url not in listening:
+        log.warning("demo_ca.url_not_served_here", base_url=demo_ca.urls.base_url, port=settings.port,
+                    hint="certificates name this URL; serve on its port or OCSP and CRL checks fail")
+    else:
+        log.info("demo_ca.serving", base_url=demo_ca.urls.base_url)
+    return demo_ca
+
+
 def _signature_timestamper(settings: Settings, tsa: TimeStampAuthority) -> TimeStamper:
     if settings.tsa_urls:
         log.info("tsa.external", urls=list(settings.tsa_urls))
@@ -95,15 +138,18 @@ async def build_app(settings: Settings) -> web.Application:
     await loop.run_in_executor(None, upgrade_to_head, settings.database_url)
     token = await loop.run_in_executor(None, open_hsm, settings)
     store = Store(settings.database_url)
-    trust_roots = load_trust_roots(settings.trust_roots_file)
+    trust_roots = load_trust_roots(settings.trust_roots_file, settings.trust_anchors_dir)
     tsa = await _tsa_for(store, token, settings)
+    # One fetcher for the whole process, so every signature shares its cache of OCSP responses and CRLs.
+    revocation = RevocationFetcher.from_settings(settings)
     ctx = CoreContext(
         store=store,
         settings=settings,
         policies=load_policies(settings.policies_dir),
         secret_box=HsmSecretBox(token),
         pdf_checker=PadesChecker(),
-        document_signer=DocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots),
+        document_signer=DocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots,
+                                       revocation=revocation),
     )
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)
@@ -112,12 +158,18 @@ async def build_app(settings: Settings) -> web.Application:
     app["store"] = store
     app["core"] = ctx
     app["tsa"] = tsa
+    app["revocation"] = revocation
+    app["trust_roots"] = trust_roots
     app["authenticator"] = Authenticator(store, settings.official_session_ttl)
     app["signing_queue"] = SigningQueue(ctx)
     app.add_routes(sign_requests.routes)
     app.add_routes(officials.routes)
     app.add_routes(operations.routes)
     app.add_routes(csc_routes.routes)
+    setup_validations(app, settings)
+    if has_demo_ca(settings.pki_dir):
+        app["demo_ca"] = _demo_ca(settings)
+        app.add_routes(demo_ca_routes.routes)
     app.cleanup_ctx.append(_background_tasks)
     return app
 
@@ -139,6 +191,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(queue.drain(), timeout=60)
     await queue.stop()
+    await app["revocation"].close()
     await ctx.store.close()
     app["hsm"].close()
     log.info("signserver.stopped")

@@ -11,12 +11,14 @@ import json
 import sys
 import tempfile
 import unicodedata
+from datetime import datetime, timezone
 from pathlib import Path
 
 import structlog
 
 from signserver.config import Settings
 from signserver.logging import configure_logging
+from signserver.validate_command import add_validate_parser, run_validate
 from signserver.signing.stamp import VIETNAM_TIME_ZONE
 
 __all__ = ["main"]
@@ -118,6 +120,86 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.demo_ca_commands import DemoCaCommandError, reissue_credential, revoke_credential
+
+    if _database_missing(settings):
+        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; hãy chạy `signserver init` trước.",
+             f"Database {settings.database_url} not found; run `signserver init` first.", stream=sys.stderr)
+        return 2
+    try:
+        if args.demo_ca_command == "revoke":
+            result = asyncio.run(revoke_credential(settings, args.credential_id, args.reason))
+            entry = result.entry
+            if not result.newly_revoked:
+                _say(f"Chứng thư số của {args.credential_id} (số hiệu {entry.serial_number:x}) đã bị thu hồi "
+                     f"từ trước, lúc {entry.revoked_at.isoformat()}; giữ nguyên.",
+                     f"The certificate of {args.credential_id} (serial {entry.serial_number:x}) was already "
+                     f"revoked at {entry.revoked_at.isoformat()}; left as it is.")
+                return 0
+            _say(f"Đã thu hồi chứng thư số của {args.credential_id} (số hiệu {entry.serial_number:x}, "
+                 f"lý do {entry.reason}) tại CA thử nghiệm. OCSP và CRL của dịch vụ báo ngay tình trạng này.",
+                 f"Revoked the certificate of {args.credential_id} (serial {entry.serial_number:x}, "
+                 f"reason {entry.reason}) at the demo CA. The service's OCSP and CRL report it at once.")
+            return 0
+        certificate = asyncio.run(reissue_credential(
+            settings, args.credential_id, not_before=args.not_before, not_after=args.not_after))
+    except DemoCaCommandError as exc:
+        _say(exc.vietnamese, exc.english, stream=sys.stderr)
+        return 1
+    valid_from = certificate.not_valid_before_utc.isoformat()
+    valid_to = certificate.not_valid_after_utc.isoformat()
+    _say(f"Đã cấp lại chứng thư số cho {args.credential_id}: số hiệu {certificate.serial_number:x}, "
+         f"hiệu lực từ {valid_from} đến {valid_to}.",
+         f"Reissued the certificate of {args.credential_id}: serial {certificate.serial_number:x}, "
+         f"valid from {valid_from} to {valid_to}.")
+    return 0
+
+
+def _utc_datetime(value: str) -> datetime:
+    """Parse an ISO 8601 date or date-time for argparse; a value without offset is UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date such as 2020-01-01") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.appearance_commands import set_appearance
+    from signserver.errors import SignserverError
+    from signserver.i18n import message
+
+    if _database_missing(settings):
+        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; hãy chạy `signserver init` trước.",
+             f"Database {settings.database_url} not found; run `signserver init` first.", stream=sys.stderr)
+        return 2
+    try:
+        summary = set_appearance(settings, args.credential_id, signature_image=args.signature_image,
+                                 seal_image=args.seal_image, seal_diameter_mm=args.seal_diameter_mm,
+                                 default=args.default)
+    except SignserverError as exc:
+        _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
+        return 2
+
+    def image(sha256: str | None, vietnamese: bool) -> str:
+        if sha256 is None:
+            return "chưa có" if vietnamese else "none"
+        return f"SHA-256 {sha256}"
+
+    rule_vi = "" if summary.default_is_explicit else " (tự chọn theo ảnh đã có)"
+    rule_en = "" if summary.default_is_explicit else " (chosen from the images set)"
+    _say(f"Đã cập nhật hình thức hiển thị chữ ký của {summary.credential_id}; đã ghi vào nhật ký.\n"
+         f"  Ảnh chữ ký: {image(summary.signature_image_sha256, True)}\n"
+         f"  Ảnh con dấu: {image(summary.seal_image_sha256, True)}, đường kính {summary.seal_diameter_mm:g} mm\n"
+         f"  Hình thức mặc định: {summary.default_appearance}{rule_vi}",
+         f"Updated the signature appearance of {summary.credential_id}; recorded in the audit trail.\n"
+         f"  Signature image: {image(summary.signature_image_sha256, False)}\n"
+         f"  Seal image: {image(summary.seal_image_sha256, False)}, diameter {summary.seal_diameter_mm:g} mm\n"
+         f"  Default appearance: {summary.default_appearance}{rule_en}")
+    return 0
+
+
 def _database_missing(settings: Settings) -> bool:
     """True when the SQLite file of the store does not exist, so that reading it would create it empty."""
     prefix = "sqlite+aiosqlite:///"
@@ -209,6 +291,40 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--credentials", help="demo credentials file (default $SIGNSERVER_HOME/demo-credentials.json)")
     demo.add_argument("--lang", choices=["vi", "en"], default="vi", help="language of server messages")
 
+    demo_ca = commands.add_parser(
+        "demo-ca", help="CA thử nghiệm, chỉ dùng để thử / the demo CA, for tests and demos only")
+    demo_ca_commands = demo_ca.add_subparsers(dest="demo_ca_command", required=True)
+    revoke = demo_ca_commands.add_parser(
+        "revoke", help="thu hồi chứng thư số của khóa ký / revoke a credential's certificate")
+    revoke.add_argument("credential_id", help="credential id, e.g. cred-nguyen-van-an")
+    revoke.add_argument("--reason", default="unspecified",
+                        help="RFC 5280 reason: unspecified (default), keyCompromise, cACompromise, "
+                             "affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn")
+    reissue = demo_ca_commands.add_parser(
+        "reissue", help="cấp lại chứng thư số cho cùng khóa / issue a new certificate for the credential's key")
+    reissue.add_argument("credential_id", help="credential id, e.g. cred-tran-thi-bich-ngoc")
+    reissue.add_argument("--not-before", type=_utc_datetime, help="start of validity, ISO 8601 (default: now)")
+    reissue.add_argument("--not-after", type=_utc_datetime,
+                         help="end of validity, ISO 8601, e.g. 2020-01-01 for an expired certificate "
+                              "(default: two years after the start)")
+
+    credentials = commands.add_parser("credentials", help="chứng thư số dùng để ký / signing credentials")
+    credentials_commands = credentials.add_subparsers(dest="credentials_command", required=True)
+    appearance = credentials_commands.add_parser(
+        "set-appearance",
+        help="đặt hình thức hiển thị chữ ký (cán bộ quản trị an ninh) / set the visible signature appearance")
+    appearance.add_argument("credential_id", help="credential id, e.g. cred-tran-thi-bich-ngoc")
+    appearance.add_argument("--signature-image", type=Path, metavar="FILE.png",
+                            help="the official's signature image: PNG, at most 1 MiB and 2000 x 2000 pixels")
+    appearance.add_argument("--seal-image", type=Path, metavar="FILE.png",
+                            help="the agency seal image: PNG, square, the ring touching its edges")
+    appearance.add_argument("--seal-diameter-mm", type=float, metavar="MM",
+                            help="the seal's real diameter in millimetres, 20 to 60 (default 36)")
+    appearance.add_argument("--default", choices=["signature", "seal", "text"],
+                            help="appearance of requests that name none (default: the key's image, else text)")
+
+    add_validate_parser(commands)
+
     audit = commands.add_parser("audit", help="nhật ký / audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_commands.add_parser("verify", help="kiểm tra chuỗi băm / verify the hash chain")
@@ -225,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format)
     if args.command == "demo" and args.server is None:
         args.server = f"http://127.0.0.1:{settings.port}"
-    handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "audit": _cmd_audit}
+    handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,
+                "audit": _cmd_audit, "credentials": _cmd_credentials, "validate": run_validate}
     return handlers[args.command](settings, args)
 
 

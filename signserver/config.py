@@ -55,6 +55,20 @@ class Settings:
     sad_ttl: timedelta = timedelta(minutes=5)
     csc_access_token_ttl: timedelta = timedelta(hours=1)
     csc_refresh_token_ttl: timedelta = timedelta(days=7)
+    # Revocation checking: time allowed to each OCSP or CRL request, largest response read, and the
+    # longest time a fetched response is reused (it is dropped earlier at its nextUpdate).
+    revocation_timeout_seconds: int = 5
+    revocation_max_response_bytes: int = 10 * 1024 * 1024
+    revocation_cache_max_age: timedelta = timedelta(hours=1)
+    # A directory of extra trusted root certificates (PEM or DER), added to the demo root.
+    trust_anchors_dir: Path | None = None
+    # Base URL of the demo CA's OCSP, CRL and certificate services, written into the certificates
+    # that `signserver init` issues. Empty means http://127.0.0.1:{port}/demo-ca.
+    demo_ca_url: str = ""
+    # Signature validation (POST /api/v1/validations): threads that run validations, and the time
+    # one validation may take, OCSP and CRL requests included.
+    validation_workers: int = 2
+    validation_timeout_seconds: int = 120
     log_format: str = "console"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -84,6 +98,14 @@ class Settings:
             sad_ttl=timedelta(seconds=_int_env("SIGNSERVER_SAD_TTL_SECONDS", 300)),
             csc_access_token_ttl=timedelta(seconds=_int_env("SIGNSERVER_CSC_TOKEN_TTL_SECONDS", 3600)),
             csc_refresh_token_ttl=timedelta(seconds=_int_env("SIGNSERVER_CSC_REFRESH_TOKEN_TTL_SECONDS", 7 * 86400)),
+            revocation_timeout_seconds=_int_env("SIGNSERVER_REVOCATION_TIMEOUT_SECONDS", 5),
+            revocation_max_response_bytes=_int_env("SIGNSERVER_REVOCATION_MAX_BYTES", 10 * 1024 * 1024),
+            revocation_cache_max_age=timedelta(seconds=_int_env("SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS", 3600)),
+            trust_anchors_dir=Path(os.environ["SIGNSERVER_TRUST_ANCHORS"]).resolve()
+            if os.environ.get("SIGNSERVER_TRUST_ANCHORS") else None,
+            demo_ca_url=os.environ.get("SIGNSERVER_DEMO_CA_URL", "").strip(),
+            validation_workers=max(1, _int_env("SIGNSERVER_VALIDATION_WORKERS", 2)),
+            validation_timeout_seconds=max(1, _int_env("SIGNSERVER_VALIDATION_TIMEOUT_SECONDS", 120)),
         )
 
     # Files inside the data directory.
@@ -122,6 +144,11 @@ class Settings:
     @property
     def demo_root_file(self) -> Path:
         return self.home / "demo-root.pem"
+
+    @property
+    def demo_ca_base_url(self) -> str:
+        """The demo CA's base URL for new certificates, without a trailing slash."""
+        return (self.demo_ca_url or f"http://127.0.0.1:{self.port}/demo-ca").rstrip("/")
 
     @property
     def initialized_marker(self) -> Path:

@@ -4,7 +4,11 @@ It builds a two-level hierarchy (root CA, issuing CA with ``pathLenConstraint``
 0) and issues end-entity certificates for keys that live elsewhere, usually in
 the HSM: document signing certificates for officials and agency seals, and
 RFC 3161 time-stamping certificates. Profiles follow RFC 5280; the
-time-stamping profile follows RFC 3161 section 2.3.
+time-stamping profile follows RFC 3161 section 2.3. Given ``RevocationUrls``,
+a certificate names its issuer's OCSP responder and certificate in the
+authority information access extension (RFC 5280 section 4.2.2.1) and its
+issuer's CRL in the CRL distribution points (section 4.2.1.13). The OCSP
+responder certificate is a delegated one (RFC 6960 section 4.2.2.2).
 
 The CA keys are software RSA keys. They play the part of an external CA, so
 they are never service keys and must not be used outside tests and demos.
@@ -23,21 +27,25 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 __all__ = [
     "CertificateAuthority",
     "SubjectSpec",
+    "RevocationUrls",
     "ID_KP_DOCUMENT_SIGNING",
     "create_root_ca",
     "create_issuing_ca",
     "issue_signing_certificate",
     "issue_tsa_certificate",
+    "issue_ocsp_responder_certificate",
+    "reissue_certificate",
     "write_pem",
     "write_private_key",
     "load_certificate",
     "load_certificates",
     "load_private_key",
+    "write_file_atomically",
 ]
 
 # id-kp-documentSigning, RFC 9336.
@@ -55,6 +63,25 @@ class CertificateAuthority:
 
     certificate: x509.Certificate
     private_key: rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class RevocationUrls:
+    """URLs of the OCSP responder, the CRL and the certificate of a certificate's issuer.
+
+    Every URL must be http or https, because relying parties such as pyHanko
+    and OpenSSL fetch nothing else. ``None`` leaves that entry out.
+    """
+
+    ocsp_url: str | None = None
+    crl_url: str | None = None
+    ca_issuers_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("ocsp_url", "crl_url", "ca_issuers_url"):
+            url = getattr(self, name)
+            if url is not None and not url.lower().startswith(("http://", "https://")):
+                raise ValueError(f"RevocationUrls.{name} must be an http or https URL, got {url!r}")
 
 
 @dataclass(frozen=True)
@@ -125,21 +152,37 @@ def create_root_ca(
 
 
 def create_issuing_ca(
-    root: CertificateAuthority, common_name: str, organization: str, *, validity_days: int = 1825
+    root: CertificateAuthority,
+    common_name: str,
+    organization: str,
+    *,
+    validity_days: int = 1825,
+    revocation_urls: RevocationUrls | None = None,
 ) -> CertificateAuthority:
-    """Create an RSA-3072 issuing CA under ``root`` that may sign only end-entity certificates."""
+    """Create an RSA-3072 issuing CA under ``root`` that may sign only end-entity certificates.
+
+    ``revocation_urls`` are the root's: its CRL and its certificate.
+    """
     _check_validity_days(validity_days)
     key = rsa.generate_private_key(public_exponent=65537, key_size=CA_KEY_SIZE)
 
     builder = _builder_under(root, key.public_key(), _ca_name(common_name, organization), validity_days)
     builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
     builder = builder.add_extension(_ca_key_usage(), critical=True)
+    builder = _add_revocation_urls(builder, revocation_urls)
     certificate = builder.sign(root.private_key, hashes.SHA256())
     return CertificateAuthority(certificate=certificate, private_key=key)
 
 
 def issue_signing_certificate(
-    ca: CertificateAuthority, public_key_der: bytes, subject: SubjectSpec, *, validity_days: int = 730
+    ca: CertificateAuthority,
+    public_key_der: bytes,
+    subject: SubjectSpec,
+    *,
+    validity_days: int = 730,
+    revocation_urls: RevocationUrls | None = None,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
 ) -> x509.Certificate:
     """Issue a document signing certificate for an RSA or EC public key.
 
@@ -147,38 +190,104 @@ def issue_signing_certificate(
     Key usage is digitalSignature and nonRepudiation (contentCommitment), and
     the extended key usage lists id-kp-documentSigning and emailProtection,
     because NSS and Adobe Reader accept emailProtection for document signers.
+    ``revocation_urls`` are the issuing CA's. ``not_before`` and ``not_after``
+    replace the validity that starts now and lasts ``validity_days``, for
+    example to issue an already expired certificate in a test.
     """
     _check_validity_days(validity_days)
     public_key = _load_subject_public_key(public_key_der)
 
-    builder = _builder_under(ca, public_key, subject.to_name(), validity_days)
+    builder = _builder_under(ca, public_key, subject.to_name(), validity_days, not_before, not_after)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
     builder = builder.add_extension(_signer_key_usage(), critical=True)
     builder = builder.add_extension(
         x509.ExtendedKeyUsage([ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]),
         critical=False,
     )
+    builder = _add_revocation_urls(builder, revocation_urls)
     return builder.sign(ca.private_key, hashes.SHA256())
 
 
 def issue_tsa_certificate(
-    ca: CertificateAuthority, public_key_der: bytes, subject: SubjectSpec, *, validity_days: int = 1825
+    ca: CertificateAuthority,
+    public_key_der: bytes,
+    subject: SubjectSpec,
+    *,
+    validity_days: int = 1825,
+    revocation_urls: RevocationUrls | None = None,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
 ) -> x509.Certificate:
     """Issue a time-stamping authority certificate for an RSA or EC public key.
 
     RFC 3161 section 2.3 requires the extended key usage to contain only
-    id-kp-timeStamping and to be marked critical.
+    id-kp-timeStamping and to be marked critical. The other arguments are
+    those of ``issue_signing_certificate``.
+    """
+    _check_validity_days(validity_days)
+    public_key = _load_subject_public_key(public_key_der)
+
+    builder = _builder_under(ca, public_key, subject.to_name(), validity_days, not_before, not_after)
+    builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+    builder = builder.add_extension(_signer_key_usage(), critical=True)
+    builder = builder.add_extension(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
+    )
+    builder = _add_revocation_urls(builder, revocation_urls)
+    return builder.sign(ca.private_key, hashes.SHA256())
+
+
+def issue_ocsp_responder_certificate(
+    ca: CertificateAuthority, public_key_der: bytes, subject: SubjectSpec, *, validity_days: int = 730
+) -> x509.Certificate:
+    """Issue a delegated OCSP responder certificate that signs responses for ``ca``'s certificates.
+
+    RFC 6960 section 4.2.2.2 requires id-kp-OCSPSigning in the extended key
+    usage. The id-pkix-ocsp-nocheck extension (section 4.2.2.2.1) lets
+    clients skip the revocation check of the responder certificate itself,
+    so it carries no OCSP or CRL URL.
     """
     _check_validity_days(validity_days)
     public_key = _load_subject_public_key(public_key_der)
 
     builder = _builder_under(ca, public_key, subject.to_name(), validity_days)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    builder = builder.add_extension(_signer_key_usage(), critical=True)
-    builder = builder.add_extension(
-        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
-    )
+    builder = builder.add_extension(_responder_key_usage(), critical=True)
+    builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+    builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return builder.sign(ca.private_key, hashes.SHA256())
+
+
+def reissue_certificate(
+    ca: CertificateAuthority,
+    certificate: x509.Certificate,
+    *,
+    revocation_urls: RevocationUrls | None = None,
+    validity_days: int = 730,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
+) -> x509.Certificate:
+    """Issue a new certificate with the subject, public key and profile of ``certificate``.
+
+    The key usage, extended key usage and basic constraints are copied. The
+    serial number, validity, key identifiers and ``revocation_urls`` are new.
+    The other arguments are those of ``issue_signing_certificate``.
+    """
+    _check_validity_days(validity_days)
+    public_key = certificate.public_key()
+    if not isinstance(public_key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise ValueError(f"certificate contains an unsupported {type(public_key).__name__}, expected an RSA or EC key")
+
+    builder = _builder_under(ca, public_key, certificate.subject, validity_days, not_before, not_after)
+    for extension in certificate.extensions:
+        if isinstance(extension.value, _REISSUED_EXTENSIONS):
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    builder = _add_revocation_urls(builder, revocation_urls)
+    return builder.sign(ca.private_key, hashes.SHA256())
+
+
+# The profile of a certificate that reissue_certificate keeps. Every other extension is rebuilt or dropped.
+_REISSUED_EXTENSIONS = (x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage)
 
 
 def write_pem(path: Path, *certs: x509.Certificate) -> None:
@@ -201,6 +310,14 @@ def write_private_key(path: Path, key: PrivateKeyTypes) -> None:
         encryption_algorithm=serialization.NoEncryption(),
     )
     _write_atomically(Path(path), data, mode=0o600)
+
+
+def write_file_atomically(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Write ``data`` to a new file created with ``mode``, then rename it over ``path``.
+
+    Readers see either the old or the new content, never a partial file.
+    """
+    _write_atomically(Path(path), data, mode=mode)
 
 
 def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
@@ -240,15 +357,23 @@ def _builder_under(
     public_key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
     subject: x509.Name,
     validity_days: int,
+    not_before: datetime.datetime | None = None,
+    not_after: datetime.datetime | None = None,
 ) -> x509.CertificateBuilder:
-    """Start a certificate issued by ``issuer``, with serial, validity and key identifiers."""
-    not_before = _now() - BACKDATE
+    """Start a certificate issued by ``issuer``, with serial, validity and key identifiers.
+
+    Without ``not_before``, the certificate starts ``BACKDATE`` ago. Without
+    ``not_after``, it lasts ``validity_days`` from ``not_before``.
+    """
+    if not_before is None:
+        not_before = _now() - BACKDATE
+    if not_after is None:
+        not_after = not_before + datetime.timedelta(days=validity_days)
+    if not_after <= not_before:
+        raise ValueError(f"not_after ({not_after.isoformat()}) must be later than not_before ({not_before.isoformat()})")
     # A certificate must not outlive its issuer, otherwise path validation
     # fails on the issuer long before the certificate itself expires.
-    not_after = min(
-        not_before + datetime.timedelta(days=validity_days),
-        issuer.certificate.not_valid_after_utc,
-    )
+    not_after = min(not_after, issuer.certificate.not_valid_after_utc)
     issuer_key_identifier = issuer.certificate.extensions.get_extension_for_class(
         x509.SubjectKeyIdentifier
     ).value
@@ -308,6 +433,47 @@ def _ca_key_usage() -> x509.KeyUsage:
         key_agreement=False,
         key_cert_sign=True,
         crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _add_revocation_urls(
+    builder: x509.CertificateBuilder, urls: RevocationUrls | None
+) -> x509.CertificateBuilder:
+    if urls is None:
+        return builder
+    access = []
+    if urls.ocsp_url is not None:
+        access.append(x509.AccessDescription(
+            AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(urls.ocsp_url)
+        ))
+    if urls.ca_issuers_url is not None:
+        access.append(x509.AccessDescription(
+            AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(urls.ca_issuers_url)
+        ))
+    if access:
+        builder = builder.add_extension(x509.AuthorityInformationAccess(access), critical=False)
+    if urls.crl_url is not None:
+        distribution_point = x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(urls.crl_url)],
+            relative_name=None,
+            reasons=None,
+            crl_issuer=None,
+        )
+        builder = builder.add_extension(x509.CRLDistributionPoints([distribution_point]), critical=False)
+    return builder
+
+
+def _responder_key_usage() -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
         encipher_only=False,
         decipher_only=False,
     )

@@ -12,18 +12,26 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asn1crypto import algos, pem, x509
+from prometheus_client import Counter
 
 import hsm
 from signserver.core.errors import HsmUnavailable
 from signserver.signing.keys import SigningKey
 from signserver.store.records import Credential
 
-__all__ = ["HsmSecretBox", "HsmRawSigner", "signing_key_for", "chain_from_pem", "run_hsm"]
+__all__ = ["HsmSecretBox", "HsmRawSigner", "signing_key_for", "chain_from_pem", "run_hsm", "sign_in_hsm",
+           "HSM_SIGNATURES"]
 
 T = TypeVar("T")
 
 SECRET_WRAP_KEY_ID = bytes.fromhex("5357524150")  # "SWRAP": the AES key that wraps TOTP seeds and PDF passwords
 SECRET_WRAP_KEY_LABEL = "signserver-secret-wrap"
+
+HSM_SIGNATURES = Counter(
+    "signserver_hsm_signatures_total",
+    "Signatures the HSM computed (documents, hashes, time-stamps), by mechanism.",
+    ["mechanism"],
+)
 
 
 async def run_hsm(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -32,6 +40,13 @@ async def run_hsm(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await loop.run_in_executor(None, lambda: function(*args, **kwargs))
     except hsm.HsmUnavailable as exc:
         raise HsmUnavailable(reason=str(exc)[:200]) from exc
+
+
+async def sign_in_hsm(token: hsm.Hsm, key_id: bytes, mechanism: str, data: bytes, **options: Any) -> bytes:
+    """Sign with ``token.sign`` in an executor thread, counting the signature in ``HSM_SIGNATURES``."""
+    signature = await run_hsm(token.sign, key_id, mechanism, data, **options)
+    HSM_SIGNATURES.labels(mechanism=mechanism).inc()
+    return signature
 
 
 class HsmSecretBox:
@@ -62,8 +77,8 @@ class HsmRawSigner:
             digest_info = algos.DigestInfo(
                 {"digest_algorithm": {"algorithm": digest_algorithm}, "digest": digest}
             ).dump()
-            return await run_hsm(self.token.sign, self.key_id, "RSA_PKCS", digest_info)
-        raw = await run_hsm(self.token.sign, self.key_id, "ECDSA", digest)
+            return await sign_in_hsm(self.token, self.key_id, "RSA_PKCS", digest_info)
+        raw = await sign_in_hsm(self.token, self.key_id, "ECDSA", digest)
         # PKCS#11 returns r||s; CMS wants the DER ECDSA-Sig-Value (RFC 5480 section 2.2).
         return algos.DSASignature.from_p1363(raw).dump()
 

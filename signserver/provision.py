@@ -4,7 +4,9 @@
 file and do nothing. The demo PKI's root and issuing CA stand in for the
 Vietnamese Government CA; their software keys stay under ``pki/`` (mode 0600)
 because they belong to the external CA, not to the service. Every key the
-service signs with is generated inside the token and never leaves it.
+service signs with is generated inside the token and never leaves it. The
+certificates name the demo CA's OCSP and CRL services under
+``Settings.demo_ca_base_url``, which ``pki/demo-ca.json`` records.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import hsm
 from signserver import demo_pki
 from signserver.config import Settings
 from signserver.core.auth import hash_password, new_api_key, sha256_hex
+from signserver.core.appearance_profiles import set_credential_appearance
 from signserver.core.audit import append_audit
+from signserver.demo_ca import create_demo_ca
+from signserver.demo_images import demo_appearance_changes
 from signserver.hsm_bridge import SECRET_WRAP_KEY_ID, SECRET_WRAP_KEY_LABEL, HsmSecretBox
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
@@ -138,13 +143,10 @@ def _provision_with_token(settings: Settings, token: hsm.Hsm) -> dict[str, Any]:
 
     token.generate_secret_key(SECRET_WRAP_KEY_ID, SECRET_WRAP_KEY_LABEL)
 
-    root = demo_pki.create_root_ca("Demo Root CA - Chứng thư số gốc thử nghiệm", "Signserver Demo PKI")
-    issuing = demo_pki.create_issuing_ca(root, "Demo Government CA - CA cấp chứng thư thử nghiệm", "Signserver Demo PKI")
-    settings.pki_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The certificates name the demo CA's OCSP and CRL services at this URL, so it is fixed here.
+    ca = create_demo_ca(settings.pki_dir, settings.demo_ca_base_url)
+    root, issuing = ca.root, ca.issuing
     demo_pki.write_pem(settings.trust_roots_file, root.certificate)
-    demo_pki.write_pem(settings.pki_dir / "issuing-ca.pem", issuing.certificate)
-    demo_pki.write_private_key(settings.pki_dir / "root-ca.key", root.private_key)
-    demo_pki.write_private_key(settings.pki_dir / "issuing-ca.key", issuing.private_key)
     demo_pki.write_pem(settings.demo_root_file, root.certificate)
     chain_pem = _pem(issuing.certificate, root.certificate)
 
@@ -156,10 +158,13 @@ def _provision_with_token(settings: Settings, token: hsm.Hsm) -> dict[str, Any]:
         key_id = _new_key_id()
         spki = _generate(token, key_id, credential_id, key_type, key_size)
         if kind == "tsa":
-            certificate = demo_pki.issue_tsa_certificate(issuing, spki, subject)
+            certificate = demo_pki.issue_tsa_certificate(issuing, spki, subject,
+                                                         revocation_urls=ca.urls.for_end_entity())
         else:
-            certificate = demo_pki.issue_signing_certificate(issuing, spki, subject)
+            certificate = demo_pki.issue_signing_certificate(issuing, spki, subject,
+                                                             revocation_urls=ca.urls.for_end_entity())
         demo_pki.write_pem(settings.pki_dir / f"{credential_id}.pem", certificate)
+        ca.record_issued(certificate)
         credential_rows.append(dict(
             id=credential_id, kind=kind, key_id_hex=key_id.hex(), key_label=credential_id, key_type=key_type,
             key_size=key_size, certificate_der=certificate.public_bytes(serialization.Encoding.DER),
@@ -230,6 +235,11 @@ async def _store_accounts(settings: Settings, token: hsm.Hsm, credential_rows: l
                                details={"credentials": [r["id"] for r in credential_rows],
                                         "officials": [o.id for o in DEMO_OFFICIALS],
                                         "applications": [DEMO_APPLICATION_ID]}, now=now)
+            appearances = demo_appearance_changes([(o.credential_id, o.full_name) for o in DEMO_OFFICIALS],
+                                                  SEAL_CREDENTIAL_ID, DEMO_AGENCY, DEMO_PROVINCE)
+            for credential_id, change in appearances.items():
+                await set_credential_appearance(tx, credential_id, change, actor_type="system",
+                                                actor_id="signserver-init", now=now)
     finally:
         await store.close()
     return {

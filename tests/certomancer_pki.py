@@ -35,7 +35,7 @@ from aiohttp import web
 from asn1crypto import keys as asn1_keys
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
-from certomancer.integrations.aiohttp_animator import build_animator_app
+from certomancer.integrations.aiohttp_animator import FAKE_TIME_HEADER, build_animator_app
 from certomancer.registry import CertLabel, CertomancerConfig, KeyLabel, PKIArchitecture
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -241,14 +241,27 @@ class CertomancerPki:
             self.requests["/".join(parts[1:3])] += 1
             return await handler(request)
 
+        @web.middleware
+        async def whole_second_time(request: web.Request, handler: Any) -> web.StreamResponse:
+            # certomancer 0.16 stamps OCSP responses with the current time including
+            # microseconds. RFC 5280 section 4.1.2.5.2 forbids fractional seconds in
+            # GeneralizedTime, and NSS (pdfsig) then reports "Unknown issue with
+            # Certificate". The fake-time header, set here and never by a client,
+            # makes certomancer use the current time in whole seconds.
+            now = datetime.now(timezone.utc).replace(microsecond=0)
+            headers = request.headers.copy()
+            headers[FAKE_TIME_HEADER] = now.isoformat()
+            return await handler(request.clone(headers=headers))
+
         def serve() -> None:
             loop = asyncio.new_event_loop()
             self._loop = loop
             asyncio.set_event_loop(loop)
             try:
                 app = build_animator_app({self.architecture.arch_label: self.architecture}, with_web_ui=False,
-                                         allow_time_override=False)
+                                         allow_time_override=True)
                 app.middlewares.insert(0, count_requests)
+                app.middlewares.insert(1, whole_second_time)
                 runner = web.AppRunner(app, access_log=None)
                 loop.run_until_complete(runner.setup())
                 loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self._port).start())

@@ -36,9 +36,15 @@ def corpus_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_home(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+def service_port() -> int:
+    """The session server's port, chosen before init because the demo CA's URLs in the certificates name it."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def service_home(tmp_path_factory: pytest.TempPathFactory, service_port: int) -> tuple[Path, dict[str, Any]]:
     home = tmp_path_factory.mktemp("signserver-home")
-    return home, init_home(home)
+    return home, init_home(home, service_port)
 
 
 # The test server's policy leaves out the agency seal, so a seal request shows a policy denial.
@@ -61,10 +67,10 @@ def test_policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(service_home: tuple[Path, dict[str, Any]], test_policies_dir: Path) -> Iterator[Server]:
+def server(service_home: tuple[Path, dict[str, Any]], service_port: int, test_policies_dir: Path) -> Iterator[Server]:
     home, _credentials = service_home
     env = dict(TEST_SERVER_ENV, SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
-    running = Server(home, free_port(), env).start()
+    running = Server(home, service_port, env).start()
     yield running
     running.stop()
 

@@ -41,8 +41,15 @@ def service_env(home: Path, port: int | None = None, **extra: str) -> dict[str, 
     return env
 
 
-def init_home(home: Path) -> dict[str, Any]:
-    subprocess.run([SIGNSERVER, "init"], env=service_env(home), check=True, capture_output=True, timeout=180)
+def init_home(home: Path, port: int | None = None, **extra: str) -> dict[str, Any]:
+    """Run ``signserver init`` in ``home`` and return the demo credentials.
+
+    The demo CA's OCSP and CRL URLs in the certificates point at ``port``
+    (8080 when None), so a server that should serve them must later listen
+    on that same port.
+    """
+    subprocess.run([SIGNSERVER, "init"], env=service_env(home, port, **extra), check=True, capture_output=True,
+                   timeout=180)
     return json.loads((home / "demo-credentials.json").read_text(encoding="utf-8"))
 
 

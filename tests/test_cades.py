@@ -167,8 +167,9 @@ def test_download_content_type_matches_packaging(signed_cases: dict[str, SignedC
     assert case.content_disposition.endswith(f'-signed{suffix}"')
 
 
-def test_cades_level_b_lt_rejected(client: Client) -> None:
-    response = client.submit(XML_DOCUMENT, filename="to-khai.xml", format="cades", level="B-LT")
+def test_cades_level_x_l_rejected(client: Client) -> None:
+    # CAdES-X-L is a level of the older TS 101 733, not an EN 319 122-1 baseline level.
+    response = client.submit(XML_DOCUMENT, filename="to-khai.xml", format="cades", level="X-L")
     # The service rejects unsupported formats and levels with 422, valid JSON that cannot be processed.
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "level_unsupported"

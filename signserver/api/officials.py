@@ -13,7 +13,7 @@ from signserver.core.decisions import approve_requests, reject_request
 from signserver.errors import InvalidInput
 
 from .auth import bearer_token, require_official
-from .serialize import iso, document_file_response, sign_request_json
+from .serialize import iso, sign_request_json, submitted_document_response
 
 __all__ = ["routes"]
 
@@ -94,7 +94,7 @@ async def inbox_document(request: web.Request) -> web.StreamResponse:
     ctx: CoreContext = request.app["core"]
     official = await require_official(request)
     found = await queries.request_for_official(ctx, official, request.match_info["request_id"])
-    return document_file_response(found.document_path, found.document_sha256)
+    return submitted_document_response(found)
 
 
 @routes.post("/api/v1/approvals")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
@@ -9,16 +11,30 @@ from typing import Any
 
 from aiohttp import web
 
+from signserver.core.signature_options import options_of
 from signserver.store.records import AuditRecord, Credential, SignRequest
 
-__all__ = ["sign_request_json", "credential_json", "audit_record_json", "iso", "document_file_response"]
+__all__ = [
+    "sign_request_json",
+    "credential_json",
+    "audit_record_json",
+    "iso",
+    "document_file_response",
+    "submitted_document_response",
+]
 
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def sign_request_json(request: SignRequest) -> dict[str, Any]:
+def sign_request_json(request: SignRequest, credential: Credential | None = None) -> dict[str, Any]:
+    """Return the request's JSON view; with ``credential``, the signer's certificate (base64 DER) too.
+
+    A hash-only request has ``document`` null and shows the application's
+    ``digest`` instead.
+    """
+    options = options_of(request)
     body: dict[str, Any] = {
         "id": request.id,
         "state": request.state,
@@ -49,8 +65,18 @@ def sign_request_json(request: SignRequest) -> dict[str, Any]:
             "document": f"/api/v1/sign-requests/{request.id}/document",
         },
     }
+    body["digest_algorithm"] = options.digest_algorithm
+    if options.digest is not None:
+        body["document"] = None
+        body["digest"] = {"algorithm": options.digest_algorithm, "value": options.digest.hex()}
+    if options.signature_algorithm is not None:
+        body["signature_algorithm"] = options.signature_algorithm
+    if credential is not None:
+        body["signer"]["certificate"] = base64.b64encode(credential.certificate_der).decode("ascii")
     if request.signed_sha256:
-        body["signed_document"] = {"sha256": request.signed_sha256, "signed_at": iso(request.signed_at)}
+        # The signers reach the requested level or fail the request, so a signed request's level is the one reached.
+        body["signed_document"] = {"sha256": request.signed_sha256, "signed_at": iso(request.signed_at),
+                                   "level": request.signature_level}
         body["links"]["signed_document"] = f"/api/v1/sign-requests/{request.id}/signed-document"
     return body
 
@@ -109,3 +135,14 @@ def document_file_response(path: str | Path, sha256: str | None, attachment_name
     if attachment_name is not None:
         headers["Content-Disposition"] = f'attachment; filename="{attachment_name}{suffix}"'
     return web.FileResponse(path, headers=headers)
+
+
+def submitted_document_response(request: SignRequest) -> web.FileResponse:
+    """Stream the file the request stores as submitted: the document, or a hash-only request's digest bytes.
+
+    ``document_sha256`` of a hash-only request is its approval binding, not
+    the SHA-256 of the stored digest bytes, so the Digest header is computed here.
+    """
+    digest = options_of(request).digest
+    sha256 = request.document_sha256 if digest is None else hashlib.sha256(digest).hexdigest()
+    return document_file_response(request.document_path, sha256)

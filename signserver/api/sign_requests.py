@@ -13,7 +13,7 @@ from signserver.core.submission import SubmitMetadata, submit_sign_request
 from signserver.errors import InvalidInput
 
 from .auth import require_application
-from .serialize import credential_json, document_file_response, sign_request_json
+from .serialize import credential_json, document_file_response, sign_request_json, submitted_document_response
 from .uploads import read_sign_request_upload
 
 __all__ = ["routes"]
@@ -47,7 +47,8 @@ async def create_sign_request(request: web.Request) -> web.Response:
         sign_request, created = await submit_sign_request(ctx, application, meta, document)
     finally:
         # Moved into place on success; anything left is a refused or retried upload.
-        document.path.unlink(missing_ok=True)
+        if document is not None:
+            document.path.unlink(missing_ok=True)
     status = 201 if created else 200
     return web.json_response(sign_request_json(sign_request), status=status,
                              headers={"Location": f"/api/v1/sign-requests/{sign_request.id}"})
@@ -70,7 +71,8 @@ async def get_sign_request(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
     found = await queries.request_for_application(ctx, application, request.match_info["request_id"])
-    return web.json_response(sign_request_json(found))
+    credential = await queries.signer_credential(ctx, found)
+    return web.json_response(sign_request_json(found, credential))
 
 
 @routes.get("/api/v1/sign-requests/{request_id}/signed-document")
@@ -86,7 +88,7 @@ async def download_original_document(request: web.Request) -> web.StreamResponse
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
     found = await queries.request_for_application(ctx, application, request.match_info["request_id"])
-    return document_file_response(found.document_path, found.document_sha256)
+    return submitted_document_response(found)
 
 
 @routes.get("/api/v1/credentials")

@@ -58,8 +58,14 @@ async def _stream_document(part: BodyPartReader, directory: Path, limit: int) ->
     return UploadedDocument(path=path, name=name, sha256=digest.hexdigest(), size=size)
 
 
-async def read_sign_request_upload(request: web.Request, incoming_dir: Path, limit: int) -> tuple[Any, UploadedDocument]:
-    """Read a multipart body with a ``metadata`` JSON part and a ``document`` file part, in any order."""
+async def read_sign_request_upload(
+    request: web.Request, incoming_dir: Path, limit: int
+) -> tuple[Any, UploadedDocument | None]:
+    """Read a multipart body with a ``metadata`` JSON part and a ``document`` file part, in any order.
+
+    The document is None when the body has no document part, as for a
+    request that sends only a digest. The core decides whether that is allowed.
+    """
     declared = request.content_length
     if declared is not None and declared > limit + MAX_METADATA_BYTES:
         raise PayloadTooLarge(limit=limit)
@@ -91,9 +97,8 @@ async def read_sign_request_upload(request: web.Request, incoming_dir: Path, lim
             document.path.unlink(missing_ok=True)
         raise
 
-    if document is None:
-        raise InvalidInput("document_missing")
     if metadata is None:
-        document.path.unlink(missing_ok=True)
+        if document is not None:
+            document.path.unlink(missing_ok=True)
         raise InvalidInput("field_missing", field="metadata")
     return metadata, document

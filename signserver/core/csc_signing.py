@@ -1,8 +1,9 @@
 """Signatures made with a SAD: raw hashes (signatures/signHash) and whole documents (signatures/signDoc).
 
-Both follow the same steps: check the credential, check the request, spend
-the SAD's authorizations for exactly these hashes, then sign in the HSM and
-record the result. The SAD is spent before the HSM is called, so a failure
+Both follow the same steps: check the credential and its certificate
+(validity, chain, revocation), check the request, spend the SAD's
+authorizations for exactly these hashes, then sign in the HSM and record the
+result. The SAD is spent before the HSM is called, so a failure
 while signing costs the client its authorization but never yields a second
 signature over one authorization.
 """
@@ -70,6 +71,8 @@ async def sign_hashes(ctx: CoreContext, token: hsm.Hsm, application: Application
         for digest in request.hashes:
             check_digest_length(digest, scheme.digest_algorithm)
         check_credential_usable(credential, ctx.clock())
+        # Raw signatures embed no revocation data, so an unreachable OCSP responder is only a warning.
+        await ctx.document_signer.check_signer_certificate(credential, revocation_required=False)
         spent = await spend_sad(ctx, application, credential, request.sad, list(request.hashes),
                                 scheme.digest_algorithm, operation=operation,
                                 details={"sign_algorithm": scheme.sign_algorithm_oid})
@@ -107,6 +110,7 @@ async def sign_documents(ctx: CoreContext, application: Application, credential_
         credential = await credential_for_application(ctx, application, credential_id)
         audit.credential = credential
         check_credential_usable(credential, ctx.clock())
+        await ctx.document_signer.check_signer_certificate(credential, revocation_required=False)
         for document in documents:
             await document_format.check(document)
         spent = await spend_sad(ctx, application, credential, sad, digests, DOCUMENT_DIGEST_ALGORITHM,

@@ -11,9 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from signserver.signing.anchor import AnchorPlacement
 from signserver.store.records import Credential, SignRequest
 
-__all__ = ["SecretBox", "DocumentSigner", "SignedDocument", "PdfChecker", "CheckedPdf"]
+__all__ = ["SecretBox", "DocumentSigner", "SignedDocument", "PdfChecker", "CheckedPdf", "AnchorPlacement"]
 
 
 class SecretBox(Protocol):
@@ -36,6 +37,13 @@ class DocumentSigner(Protocol):
         self, request: SignRequest, credential: Credential, output_path: Path, pdf_password: str | None
     ) -> SignedDocument: ...
 
+    async def check_signer_certificate(self, credential: Credential, *, revocation_required: bool) -> None:
+        """Raise a certificate or revocation error unless the credential's certificate may sign now.
+
+        ``sign`` runs this check first; other signing paths call it before the HSM.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class CheckedPdf:
@@ -43,13 +51,28 @@ class CheckedPdf:
     # The page the stamp goes on (the last page unless one was asked for) and a box that fits it.
     stamp_page: int
     default_stamp_box: tuple[float, float, float, float]
+    # The box found from an anchor text, a signed field or a seal's size, else None.
+    stamp_box: tuple[float, float, float, float] | None = None
+    # The box of the anchor text that was found, else None.
+    anchor_box: tuple[float, float, float, float] | None = None
+    # The PDF already contains a signature, so it can no longer take a certification signature.
+    has_signatures: bool = False
+    # DocMDP P value (2 or 3) of the PDF's certification signature, None if it is not certified.
+    certification_level: int | None = None
 
 
 class PdfChecker(Protocol):
     async def check(self, path: Path, password: str | None, stamp_page: int | None,
-                    stamp_box: tuple[float, float, float, float] | None) -> CheckedPdf:
+                    stamp_box: tuple[float, float, float, float] | None, *,
+                    anchor: AnchorPlacement | None = None, over_field: str | None = None,
+                    seal_side: float | None = None) -> CheckedPdf:
         """Open the PDF as the signer will; ``stamp_page`` None means the last page.
 
-        A given ``stamp_box`` must lie inside that page's visible area.
+        A given ``stamp_box`` must lie inside that page's visible area. With
+        ``anchor`` the box goes under that text (on ``stamp_page`` only, if
+        given). With ``over_field`` a seal covers the left third of that
+        signed field. With ``seal_side`` the box becomes a square of that many
+        points with the same centre. The resulting box is
+        ``CheckedPdf.stamp_box`` and must lie inside its page too.
         """
         ...

@@ -25,6 +25,7 @@ __all__ = [
     "signed_document_for_application",
     "audit_trail",
     "credentials_for_application",
+    "signer_credential",
 ]
 
 
@@ -80,6 +81,14 @@ async def signed_document_for_application(ctx: CoreContext, application: Applica
             details={"signed_sha256": request.signed_sha256}, now=ctx.clock(),
         )
     return request, Path(request.signed_path)
+
+
+async def signer_credential(ctx: CoreContext, request: SignRequest) -> Credential | None:
+    """Return the credential a request is signed with, to show its certificate; None if it was removed."""
+    # NOTE: this is the credential's current certificate. A certificate
+    # replaced after the request was signed is shown in place of the one used.
+    async with ctx.store.transaction() as tx:
+        return await tx.credential(request.credential_id)
 
 
 async def audit_trail(ctx: CoreContext, *, dossier_code: str | None = None,

@@ -1,5 +1,8 @@
 """Raw signatures over hashes computed by the client, for the CSC API's signatures/signHash.
 
+``sign_digests_with_key`` also signs the native API's requests of format "raw"
+(``signserver.signing.raw`` names their schemes).
+
 The client names the signature algorithm by OID (CSC API v1.0.4.0 section 11.9,
 v2.0.0.2 section 11.10) and this module maps it to one HSM mechanism:
 
@@ -17,13 +20,19 @@ SHA-1 is not accepted: ETSI TS 119 312 no longer allows it for new signatures.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from asn1crypto import algos
 
 import hsm
 from signserver.errors import InvalidInput
-from signserver.hsm_bridge import HsmRawSigner, run_hsm
+from signserver.hsm_bridge import HsmRawSigner, sign_in_hsm
+from signserver.signing.raw import (
+    DIGEST_SIZES,
+    ECDSA_WITH_DIGEST_OIDS,
+    RSA_WITH_DIGEST_OIDS,
+    RSASSA_PSS_OID,
+    RawSignatureScheme,
+)
 from signserver.store.records import Credential
 
 __all__ = [
@@ -34,14 +43,13 @@ __all__ = [
     "resolve_signature_scheme",
     "check_digest_length",
     "sign_digests",
+    "sign_digests_with_key",
     "SignAlgorithmInvalid",
     "SignAlgorithmParamsInvalid",
     "HashAlgorithmInvalid",
     "HashAlgorithmMissing",
     "DigestLengthInvalid",
 ]
-
-DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
 
 _DIGEST_OIDS = {
     "2.16.840.1.101.3.4.2.1": "sha256",
@@ -52,17 +60,6 @@ _DIGEST_OIDS = {
 DER_NULL = b"\x05\x00"
 
 RSA_ENCRYPTION_OID = "1.2.840.113549.1.1.1"
-RSASSA_PSS_OID = "1.2.840.113549.1.1.10"
-_RSA_WITH_DIGEST = {
-    "1.2.840.113549.1.1.11": "sha256",
-    "1.2.840.113549.1.1.12": "sha384",
-    "1.2.840.113549.1.1.13": "sha512",
-}
-_ECDSA_WITH_DIGEST = {
-    "1.2.840.10045.4.3.2": "sha256",
-    "1.2.840.10045.4.3.3": "sha384",
-    "1.2.840.10045.4.3.4": "sha512",
-}
 
 
 class SignAlgorithmInvalid(InvalidInput):
@@ -85,22 +82,12 @@ class DigestLengthInvalid(InvalidInput):
     code = "digest_length_invalid"
 
 
-@dataclass(frozen=True)
-class RawSignatureScheme:
-    """How to sign: the HSM mechanism, the hash the client computed, and the PSS salt length."""
-
-    sign_algorithm_oid: str
-    mechanism: str  # RSA_PKCS | RSA_PKCS_PSS | ECDSA, as ``hsm.Hsm.sign`` names them
-    digest_algorithm: str
-    pss_salt_length: int | None = None
-
-
 def signature_algorithm_oids(key_type: str) -> list[str]:
     """Return the signature algorithm OIDs a key of ``key_type`` (RSA or EC) signs with, for key/algo."""
     if key_type == "RSA":
-        return [*_RSA_WITH_DIGEST, RSASSA_PSS_OID, RSA_ENCRYPTION_OID]
+        return [*RSA_WITH_DIGEST_OIDS, RSASSA_PSS_OID, RSA_ENCRYPTION_OID]
     if key_type == "EC":
-        return list(_ECDSA_WITH_DIGEST)
+        return list(ECDSA_WITH_DIGEST_OIDS)
     return []
 
 
@@ -142,7 +129,7 @@ def resolve_signature_scheme(
             raise HashAlgorithmMissing(sign_algorithm=sign_algorithm_oid)
         return RawSignatureScheme(sign_algorithm_oid, "RSA_PKCS", named_digest)
 
-    implied = _RSA_WITH_DIGEST.get(sign_algorithm_oid) or _ECDSA_WITH_DIGEST[sign_algorithm_oid]
+    implied = RSA_WITH_DIGEST_OIDS.get(sign_algorithm_oid) or ECDSA_WITH_DIGEST_OIDS[sign_algorithm_oid]
     _check_same_digest(named_digest, implied)
     mechanism = "RSA_PKCS" if key_type == "RSA" else "ECDSA"
     return RawSignatureScheme(sign_algorithm_oid, mechanism, implied)
@@ -163,13 +150,19 @@ def check_digest_length(digest: bytes, digest_algorithm: str | None) -> None:
 async def sign_digests(token: hsm.Hsm, credential: Credential, scheme: RawSignatureScheme,
                        digests: list[bytes]) -> list[bytes]:
     """Sign each digest with the credential's HSM key and return the signatures in the order of ``digests``."""
-    key_id = bytes.fromhex(credential.key_id_hex)
+    return await sign_digests_with_key(token, bytes.fromhex(credential.key_id_hex), credential.key_type, scheme,
+                                       digests)
+
+
+async def sign_digests_with_key(token: hsm.Hsm, key_id: bytes, key_type: str, scheme: RawSignatureScheme,
+                                digests: list[bytes]) -> list[bytes]:
+    """Sign each digest with the HSM key ``key_id`` (of ``key_type`` RSA or EC), keeping the order of ``digests``."""
     if scheme.mechanism == "RSA_PKCS_PSS":
-        calls = [run_hsm(token.sign, key_id, "RSA_PKCS_PSS", digest, pss_hash=scheme.digest_algorithm,
+        calls = [sign_in_hsm(token, key_id, "RSA_PKCS_PSS", digest, pss_hash=scheme.digest_algorithm,
                          pss_salt_len=scheme.pss_salt_length) for digest in digests]
     else:
         # PKCS#1 v1.5 over the DigestInfo, or ECDSA converted to DER: the same signer as CMS signatures.
-        signer = HsmRawSigner(token, key_id, credential.key_type)
+        signer = HsmRawSigner(token, key_id, key_type)
         calls = [signer.sign_digest(digest, scheme.digest_algorithm) for digest in digests]
     return list(await asyncio.gather(*calls))
 

@@ -30,7 +30,12 @@ log = structlog.get_logger(__name__)
 
 
 def _output_path(request: SignRequest) -> Path:
-    """Return where the signed file goes: signed.pdf for PAdES, signed.p7m or signed.p7s for CAdES."""
+    """Return where the signed file goes: signed.pdf for PAdES, signed.p7m or signed.p7s for CAdES.
+
+    A raw signature value goes to signature.bin.
+    """
+    if request.signature_format == "raw":
+        return Path(request.document_path).with_name("signature.bin")
     if request.signature_format == "cades":
         packaging = json.loads(request.placement_json or "{}").get("packaging")
         name = "signed.p7m" if packaging == "attached" else "signed.p7s"

@@ -2,15 +2,18 @@
 
 Order of checks: the metadata, the idempotency key (a retry returns the first
 request), the signer, the key policy (a denial is recorded), then the PDF
-itself. CAdES signs any file type, so a CAdES request skips the PDF check.
+itself. CAdES signs any file type, so a CAdES request skips the PDF check,
+and so does a raw or hash-only request (see ``signature_options``).
 Only when all pass is the document moved into place and the request stored,
 together with its audit records, in one transaction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import secrets
 import shutil
 import unicodedata
 from dataclasses import dataclass
@@ -21,6 +24,8 @@ from typing import Any
 import structlog
 
 from signserver.errors import InvalidInput
+from signserver.signing.anchor import AnchorPlacement
+from signserver.signing.errors import PdfCertificationNotFirst, PdfCertifiedNewVisibleField
 from signserver.store.db import IntegrityError
 from signserver.store.records import Application, Credential, SignRequest
 
@@ -29,13 +34,24 @@ from .context import CoreContext, new_id
 from .errors import IdempotencyKeyReused, PolicyDenied, SignerUnknown
 from .ports import CheckedPdf
 from .metrics import SIGN_REQUEST_EVENTS
+from .signature_options import (
+    DIGEST_FILE_NAME,
+    RAW_FORMAT,
+    RAW_LEVEL,
+    DigestWithDocument,
+    LevelNotApplicable,
+    SignatureOptions,
+    parse_signature_options,
+)
+from .stamp_plan import StampPlan, parse_appearance, parse_stamp_position, plan_stamp
 from .states import PENDING_APPROVAL
 
 __all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
 
 log = structlog.get_logger(__name__)
 
-SUPPORTED_FORMATS = {"pades": {"B-T"}, "cades": {"B-B", "B-T"}}
+SUPPORTED_FORMATS = {"pades": {"B-B", "B-T", "B-LT", "B-LTA"}, "cades": {"B-B", "B-T", "B-LT", "B-LTA"},
+                     RAW_FORMAT: {RAW_LEVEL}}
 # CAdES packaging: "detached" writes a .p7s without the file, "attached" a .p7m that embeds it.
 CADES_PACKAGINGS = ("detached", "attached")
 MAX_TTL_SECONDS = 30 * 86400
@@ -46,6 +62,9 @@ class Placement:
     page: int | None  # None: the last page
     box: tuple[float, float, float, float] | None  # None: the bottom-right corner of that page
     visible: bool = True
+    # Alternatives to box: under an anchor text, or for a seal over a signed field (see stamp_plan).
+    anchor: AnchorPlacement | None = None
+    over_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,11 @@ class SubmitMetadata:
     expires_in_seconds: int | None
     # Only for CAdES, else None.
     cades_packaging: str | None = None
+    options: SignatureOptions = SignatureOptions()
+    # "signature", "seal" or "text"; None takes the credential's default.
+    appearance: str | None = None
+    # PAdES only: a certification signature with DocMDP P=2 instead of an approval signature.
+    certify: bool = False
 
     @classmethod
     def parse(cls, data: Any, idempotency_header: str | None, min_ttl_seconds: int = 60) -> "SubmitMetadata":
@@ -90,7 +114,13 @@ class SubmitMetadata:
             raise InvalidInput("field_missing", field="idempotency_key")
 
         signature_format = (text("format", required=False, max_length=16) or "pades").lower()
-        level = (text("level", required=False, max_length=16) or "B-T").upper()
+        requested_level = text("level", required=False, max_length=16)
+        level = (requested_level or "B-T").upper()
+        if signature_format == RAW_FORMAT:
+            # A bare signature value has no AdES level, so a requested one is rejected rather than ignored.
+            if requested_level is not None:
+                raise LevelNotApplicable(format=signature_format, level=requested_level)
+            level = RAW_LEVEL
         if signature_format not in SUPPORTED_FORMATS:
             raise InvalidInput("format_unsupported", format=signature_format, supported=", ".join(SUPPORTED_FORMATS))
         if level not in SUPPORTED_FORMATS[signature_format]:
@@ -106,6 +136,14 @@ class SubmitMetadata:
             if cades_packaging not in CADES_PACKAGINGS:
                 raise InvalidInput("field_invalid", field="cades_packaging",
                                    reason=f"must be one of {', '.join(CADES_PACKAGINGS)}")
+
+        options = parse_signature_options(data, signature_format, level, cades_packaging)
+
+        certify = data.get("certify", False)
+        if not isinstance(certify, bool):
+            raise InvalidInput("field_invalid", field="certify", reason="must be true or false")
+        if certify and signature_format != "pades":
+            raise InvalidInput("field_invalid", field="certify", reason='only applies to format "pades"')
 
         expires_in = data.get("expires_in_seconds")
         if expires_in is not None and (not isinstance(expires_in, int) or isinstance(expires_in, bool)
@@ -127,6 +165,9 @@ class SubmitMetadata:
             pdf_password=_parse_password(data.get("pdf_password")),
             expires_in_seconds=expires_in,
             cades_packaging=cades_packaging,
+            options=options,
+            appearance=parse_appearance(data.get("appearance")),
+            certify=certify,
         )
 
     def fingerprint(self, document_sha256: str) -> str:
@@ -145,6 +186,16 @@ class SubmitMetadata:
         }
         if self.cades_packaging is not None:
             content["cades_packaging"] = self.cades_packaging
+        content.update(self.options.stored_fields())
+        # Added only when set, so that requests stored before these fields keep their fingerprints.
+        if self.appearance is not None:
+            content["appearance"] = self.appearance
+        if self.placement.anchor is not None:
+            content["anchor"] = dataclasses.asdict(self.placement.anchor)
+        if self.placement.over_field is not None:
+            content["over_field"] = self.placement.over_field
+        if self.certify:
+            content["certify"] = True
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -180,9 +231,10 @@ def _parse_placement(value: Any) -> Placement:
     page = value.get("page")
     if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
         raise InvalidInput("field_invalid", field="placement.page", reason="must be a page number from 1")
+    anchor, over_field = parse_stamp_position(value)
     rect = value.get("rect")
     if rect is None:
-        return Placement(page=page, box=None)
+        return Placement(page=page, box=None, anchor=anchor, over_field=over_field)
     if (
         not isinstance(rect, list)
         or len(rect) != 4
@@ -217,20 +269,54 @@ async def _resolve_signer(ctx: CoreContext, signer: str) -> Credential:
     return credential
 
 
-def _placement_json(placement: Placement, checked: CheckedPdf) -> str:
+def _placement_json(placement: Placement, checked: CheckedPdf, options: SignatureOptions,
+                    stamp_fields: dict[str, Any], certify: bool = False) -> str:
+    # "certify" is stored only when set, as the PAdES signer's switch to a certification signature.
+    signature_fields = {**options.stored_fields(), **({"certify": True} if certify else {})}
     if not placement.visible:
-        return json.dumps({"visible": False})
+        return json.dumps({"visible": False, **signature_fields})
     box = placement.box if placement.box is not None else checked.default_stamp_box
-    return json.dumps({"page": checked.stamp_page, "rect": list(box), "visible": True})
+    if checked.stamp_box is not None:
+        box = checked.stamp_box
+    return json.dumps({"page": checked.stamp_page, "rect": list(box), "visible": True, **stamp_fields,
+                       **signature_fields})
+
+
+def _digest_upload(directory: Path, options: SignatureOptions) -> UploadedDocument:
+    """Write a hash-only request's digest to a temporary file, to be stored like an uploaded document."""
+    assert options.digest is not None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{secrets.token_hex(12)}.digest"
+    path.write_bytes(options.digest)
+    return UploadedDocument(path=path, name=DIGEST_FILE_NAME, sha256=options.binding_sha256(), size=len(options.digest))
 
 
 async def submit_sign_request(
-    ctx: CoreContext, application: Application, meta: SubmitMetadata, document: UploadedDocument
+    ctx: CoreContext, application: Application, meta: SubmitMetadata, document: UploadedDocument | None
 ) -> tuple[SignRequest, bool]:
     """Store a new sign request, or return the earlier one for a retried idempotency key.
 
+    Exactly one of ``document`` and the metadata's digest must be present.
     Returns the request and whether it was created by this call.
     """
+    if document is not None and meta.options.hash_only:
+        raise DigestWithDocument()
+    if document is not None:
+        return await _submit(ctx, application, meta, document)
+    if not meta.options.hash_only:
+        raise InvalidInput("document_missing")
+
+    digest_file = _digest_upload(ctx.settings.documents_dir / "incoming", meta.options)
+    try:
+        return await _submit(ctx, application, meta, digest_file)
+    finally:
+        # Moved into place on success.
+        digest_file.path.unlink(missing_ok=True)
+
+
+async def _submit(
+    ctx: CoreContext, application: Application, meta: SubmitMetadata, document: UploadedDocument
+) -> tuple[SignRequest, bool]:
     now = ctx.clock()
     fingerprint = meta.fingerprint(document.sha256)
 
@@ -239,6 +325,7 @@ async def submit_sign_request(
         return existing, False
 
     credential = await _resolve_signer(ctx, meta.signer)
+    meta.options.check_key_type(credential.key_type)
     decision = ctx.policies.decide(application.id, credential.id, meta.signature_format)
     if not decision.allowed:
         async with ctx.store.transaction() as tx:
@@ -253,16 +340,24 @@ async def submit_sign_request(
                  dossier_code=meta.dossier_code, rule=decision.rule_id)
         raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
 
-    if meta.signature_format == "cades":
-        # A CAdES signature covers any file type, so the PDF checks and the stamp do not apply.
+    stamp_plan: StampPlan | None = None
+    if meta.signature_format in ("cades", RAW_FORMAT):
+        # CAdES and raw signatures cover any file type or a digest, so the PDF checks and the stamp do not apply.
         page_count = None
-        placement_json = json.dumps({"packaging": meta.cades_packaging})
-        stored_name = "original.bin"
+        packaging = {"packaging": meta.cades_packaging} if meta.signature_format == "cades" else {}
+        placement_json = json.dumps({**packaging, **meta.options.stored_fields()})
+        stored_name = DIGEST_FILE_NAME if meta.options.hash_only else "original.bin"
     else:
-        stamp_box = meta.placement.box if meta.placement.visible else None
-        checked = await ctx.pdf_checker.check(document.path, meta.pdf_password, meta.placement.page, stamp_box)
-        page_count = checked.page_count
-        placement_json = _placement_json(meta.placement, checked)
+        stamp_plan = await plan_stamp(ctx, credential, meta.placement, meta.appearance, document.path,
+                                      meta.pdf_password)
+        page_count = stamp_plan.checked.page_count
+        # Rejected here rather than after the official's approval; sign_pdf checks both again.
+        if meta.certify and stamp_plan.checked.has_signatures:
+            raise PdfCertificationNotFirst()
+        if meta.placement.visible and stamp_plan.checked.certification_level is not None:
+            raise PdfCertifiedNewVisibleField(certification_level=stamp_plan.checked.certification_level)
+        placement_json = _placement_json(meta.placement, stamp_plan.checked, meta.options,
+                                         stamp_plan.placement_fields(), certify=meta.certify)
         stored_name = "original.pdf"
 
     request_id = new_id("req")
@@ -270,6 +365,8 @@ async def submit_sign_request(
     request_dir.mkdir(parents=True, exist_ok=False)
     stored_path = request_dir / stored_name
     shutil.move(str(document.path), stored_path)
+    if stamp_plan is not None:
+        stamp_plan.write_image(request_dir)
     password_wrapped = None
     if meta.pdf_password is not None and meta.signature_format == "pades":
         password_wrapped = await ctx.secret_box.seal(meta.pdf_password.encode())
@@ -313,6 +410,7 @@ async def submit_sign_request(
             await append_audit(tx, action="submitted", details={
                 "title": meta.title, "credential_id": credential.id, "format": meta.signature_format,
                 "level": meta.signature_level, "document_size": document.size, "idempotency_key": meta.idempotency_key,
+                **meta.options.stored_fields(),
             }, **common)
             await append_audit(tx, action="policy_allowed", details={
                 "rule": decision.rule_id, "policy_version": decision.policy_version,

@@ -1,10 +1,11 @@
-"""PAdES B-T signatures of whole PDF documents for the CSC API's signatures/signDoc.
+"""PAdES signatures, levels B-B to B-LTA, of whole PDF documents for the CSC API's signatures/signDoc.
 
 The document is signed as the native API signs it. pyHanko signs with the
 HSM key and the service's signature timestamper (the built-in TSA or the
-configured external ones), and puts a visible stamp in the default box of the
-last page. The result is validated against the trust roots before it is
-returned.
+configured external ones), embeds OCSP responses and CRLs for B-LT and
+B-LTA, and puts a visible stamp in the default box of the last page. The
+result is validated against the trust roots and the level before it is
+returned, and a level that cannot be reached fails the call.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hsm
 from signserver.hsm_bridge import signing_key_for
 from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.pades import StampSpec, sign_pdf
+from signserver.signing.revocation import revocation_required_for
 from signserver.signing.validate import ensure_signed_pdf_valid
 from signserver.store.records import Credential
 
@@ -25,12 +27,16 @@ __all__ = ["PadesDocuments"]
 
 
 class PadesDocuments:
-    """The ``DocumentFormat`` of signDoc for signature_format "P", conformance level B-T."""
+    """The ``DocumentFormat`` of signDoc for signature_format "P", at one PAdES level (B-B to B-LTA)."""
 
-    def __init__(self, token: hsm.Hsm, document_signer: DocumentSigner, work_dir: Path) -> None:
+    def __init__(self, token: hsm.Hsm, document_signer: DocumentSigner, work_dir: Path,
+                 digest_algorithm: str = "sha256", level: str = "B-T") -> None:
         self.token = token
         self.document_signer = document_signer
         self.work_dir = work_dir
+        # The hash of the document and of the signed attributes: sha256, sha384 or sha512.
+        self.digest_algorithm = digest_algorithm
+        self.level = level
         self.checker = PadesChecker()
 
     async def check(self, document: bytes) -> None:
@@ -48,10 +54,18 @@ class PadesDocuments:
             stamp = StampSpec(page=checked.stamp_page, box=checked.default_stamp_box,
                               signer_name=credential.display_name, signer_title=credential.signer_title,
                               agency=credential.agency)
+            context = None
+            # sign_documents has checked the certificate without requiring revocation data; for B-LT and
+            # B-LTA, sign_pdf requires it and raises revocation_unavailable when it cannot be fetched.
+            if revocation_required_for(self.level):
+                context = self.document_signer.revocation.validation_context(
+                    self.document_signer.trust_roots, revocation_required=True)
             await sign_pdf(input_path, output_path, key=signing_key_for(self.token, credential),
                            timestamper=self.document_signer.timestamper,  # type: ignore[arg-type]
-                           reason="", location="", stamp=stamp)
-            await ensure_signed_pdf_valid(output_path, self.document_signer.trust_roots)
+                           reason="", location="", stamp=stamp, digest_algorithm=self.digest_algorithm,
+                           level=self.level, validation_context=context)
+            await ensure_signed_pdf_valid(output_path, self.document_signer.trust_roots, level=self.level,
+                                          original_path=input_path)
             return output_path.read_bytes()
 
     @contextmanager

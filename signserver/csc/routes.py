@@ -43,6 +43,7 @@ from signserver.core.sad import (
 from signserver.errors import InvalidInput, SignserverError
 from signserver.i18n import message, negotiate_language
 from signserver.pades_backend import DocumentSigner
+from signserver.signing.raw import ECDSA_WITH_DIGEST_OIDS, RSA_WITH_DIGEST_OIDS
 from signserver.signing.tsa import ACCEPTED_HASH_ALGORITHMS
 from signserver.store.records import Application, Credential
 
@@ -66,9 +67,16 @@ SERVICE_NAME = "signserver"
 # NOTE: the logo is a 1x1 transparent PNG placeholder, because the info method requires a logo URI.
 LOGO_URI = ("data:image/png;base64,"
             "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII=")
-# signDoc signs with the PAdES signer of the native API, which uses SHA-256 and these algorithms.
-PADES_SIGN_ALGORITHMS = {"RSA": ("1.2.840.113549.1.1.11", RSA_ENCRYPTION_OID), "EC": ("1.2.840.10045.4.3.2",)}
-PADES_CONFORMANCE_LEVEL = "Ades-B-T"
+# signDoc signs with the PAdES signer of the native API, with the hash that signAlgo names. In CSC API
+# v2.0.0.2 only documentDigests entries carry hashAlgorithmOID, not documents entries, so rsaEncryption
+# means SHA-256 here.
+PADES_SIGN_ALGORITHMS = {
+    "RSA": {**RSA_WITH_DIGEST_OIDS, RSA_ENCRYPTION_OID: "sha256"},
+    "EC": dict(ECDSA_WITH_DIGEST_OIDS),
+}
+# CSC API v2 conformance levels of signDoc, in lower case, and the PAdES levels they request.
+PADES_CONFORMANCE_LEVELS = {"ades-b-b": "B-B", "ades-b-t": "B-T", "ades-b-lt": "B-LT", "ades-b-lta": "B-LTA"}
+PADES_CONFORMANCE_LEVEL_NAMES = ("Ades-B-B", "Ades-B-T", "Ades-B-LT", "Ades-B-LTA")
 MAX_ID_LENGTH = 64
 
 
@@ -173,7 +181,7 @@ async def info(call: CscCall) -> web.Response:
     if call.version == V2:
         result["signAlgorithms"] = {"algos": signature_algorithm_oids("RSA") + signature_algorithm_oids("EC")}
         result["signature_formats"] = {"formats": ["P"], "envelope_properties": [["Revision"]]}
-        result["conformance_levels"] = [PADES_CONFORMANCE_LEVEL]
+        result["conformance_levels"] = list(PADES_CONFORMANCE_LEVEL_NAMES)
     return _json(result, call.language)
 
 
@@ -390,20 +398,25 @@ def _is_oid(text: str) -> bool:
     return _OID_PATTERN.fullmatch(text) is not None
 
 
-def _pdf_document(body: CscBody, item: dict[str, Any], credential: Credential) -> bytes:
-    """Check one entry of signDoc's ``documents`` against what this service signs, and decode it."""
+def _pdf_document(body: CscBody, item: dict[str, Any], credential: Credential) -> tuple[bytes, str, str]:
+    """Check one entry of signDoc's ``documents`` against what this service signs, and decode it.
+
+    Returns the document, the hash algorithm that its signAlgo names and the PAdES level it requests.
+    """
     document = CscBody(item, body.version)
     signature_format = document.text("signature_format", max_length=8)
     if signature_format != "P":
         raise InvalidInput("csc_parameter_invalid", field="signature_format",
                            reason=f'"{signature_format}" is not supported, only "P" (PAdES)')
-    # The CSC default conformance level is Ades-B-B, which this service does not produce.
-    level = document.text("conformance_level", required=False, max_length=16) or "Ades-B-B"
-    if level.lower() != PADES_CONFORMANCE_LEVEL.lower():
+    # The CSC default conformance level is Ades-B-B.
+    conformance_level = document.text("conformance_level", required=False, max_length=16) or "Ades-B-B"
+    level = PADES_CONFORMANCE_LEVELS.get(conformance_level.lower())
+    if level is None:
         raise InvalidInput("csc_parameter_invalid", field="conformance_level",
-                           reason=f'"{level}" is not supported, only "{PADES_CONFORMANCE_LEVEL}"')
+                           reason=f'"{conformance_level}" is not supported, use one of '
+                                  f'{", ".join(PADES_CONFORMANCE_LEVEL_NAMES)}')
     sign_algorithm = document.text("signAlgo", max_length=64)
-    allowed = PADES_SIGN_ALGORITHMS.get(credential.key_type, ())
+    allowed = PADES_SIGN_ALGORITHMS.get(credential.key_type, {})
     if sign_algorithm not in allowed:
         raise InvalidInput("csc_parameter_invalid", field="signAlgo",
                            reason=f"{sign_algorithm} is not supported for this key, use {', '.join(allowed)}")
@@ -415,7 +428,7 @@ def _pdf_document(body: CscBody, item: dict[str, Any], credential: Credential) -
     encoded = item.get("document")
     if not isinstance(encoded, str) or not encoded:
         raise InvalidInput("csc_parameter_missing", field="document", kind="string")
-    return document.base64_value("document", encoded)
+    return document.base64_value("document", encoded), allowed[sign_algorithm], level
 
 
 @csc_method("signatures/signDoc", versions=(V2,), audit_rejections=True)
@@ -435,10 +448,20 @@ async def sign_doc(call: CscCall) -> web.Response:
         raise InvalidInput("csc_parameter_invalid", field="documents", reason="empty")
 
     credential = await credential_for_application(call.ctx, call.caller, credential_id)
-    documents = [_pdf_document(call.body, item, credential) for item in items]
+    parsed = [_pdf_document(call.body, item, credential) for item in items]
+    digest_algorithms = {digest_algorithm for _document, digest_algorithm, _level in parsed}
+    if len(digest_algorithms) > 1:
+        raise InvalidInput("csc_parameter_invalid", field="signAlgo",
+                           reason="the documents of one call must name the same hash algorithm")
+    levels = {level for _document, _digest_algorithm, level in parsed}
+    if len(levels) > 1:
+        raise InvalidInput("csc_parameter_invalid", field="conformance_level",
+                           reason="the documents of one call must request the same conformance level")
+    documents = [document for document, _digest_algorithm, _level in parsed]
     document_signer = call.ctx.document_signer
     assert isinstance(document_signer, DocumentSigner)
-    pades = PadesDocuments(call.request.app["hsm"], document_signer, call.ctx.settings.documents_dir / "csc")
+    pades = PadesDocuments(call.request.app["hsm"], document_signer, call.ctx.settings.documents_dir / "csc",
+                           digest_algorithm=digest_algorithms.pop(), level=levels.pop())
     signed = await sign_documents(call.ctx, call.caller, credential_id, sad, documents, pades)
     return _json({"DocumentWithSignature": [base64.b64encode(document).decode("ascii") for document in signed]},
                  call.language)

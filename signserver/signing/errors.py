@@ -3,7 +3,10 @@
 Document problems are the caller's to fix (``InvalidInput``) or conflict with
 the document's own state (``Conflict``). Time-stamping failures are a
 dependency being down (``Unavailable``). A missing stamp font is a deployment
-fault, so it keeps the base class and becomes an internal error.
+fault, so it keeps the base class and becomes an internal error. A signer
+certificate that is expired, revoked or untrusted is a ``Conflict`` with the
+credential's state, while OCSP and CRL servers that cannot be reached are an
+``Unavailable`` dependency.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ __all__ = [
     "PdfEncryptionUnsupported",
     "PdfCertifiedNoChanges",
     "PdfCertifiedNewVisibleField",
+    "PdfCertificationNotFirst",
     "PdfSigningNotPermitted",
     "PdfPageOutOfRange",
     "PdfFieldAlreadySigned",
@@ -25,6 +29,17 @@ __all__ = [
     "StampFontMissing",
     "StampFontUnsupported",
     "TimestampFailed",
+    "CertificateExpired",
+    "CertificateNotYetValid",
+    "CertificateRevoked",
+    "CertificateUntrusted",
+    "RevocationUnavailable",
+    "PadesLevelNotReached",
+    "CadesLevelNotReached",
+    "AppearanceImageInvalid",
+    "AppearanceImageMissing",
+    "AnchorNotFound",
+    "PdfFieldNotFound",
     "SignatureValidationFailed",
 ]
 
@@ -74,6 +89,17 @@ class PdfCertifiedNewVisibleField(Conflict):
     """
 
     code = "pdf_certified_new_visible_field"
+
+
+class PdfCertificationNotFirst(Conflict):
+    """A certification signature was requested on a PDF that is already signed.
+
+    A document contains at most one certification (DocMDP) signature
+    (ISO 32000-1 section 12.8.2.2), and pyHanko 0.38 makes it only as the
+    first signature of a document. Sign with an approval signature instead.
+    """
+
+    code = "pdf_certification_not_first"
 
 
 class PdfSigningNotPermitted(Conflict):
@@ -127,6 +153,64 @@ class TimestampFailed(Unavailable):
     code = "tsa_failed"
 
 
+class CertificateExpired(Conflict):
+    """A certificate of the signer's chain is past its notAfter. Params: ``subject``, ``valid_to``."""
+
+    code = "certificate_expired"
+
+
+class CertificateNotYetValid(Conflict):
+    """A certificate of the signer's chain is before its notBefore. Params: ``subject``, ``valid_from``."""
+
+    code = "certificate_not_yet_valid"
+
+
+class CertificateRevoked(Conflict):
+    """OCSP or a CRL reports the signer's certificate, or a CA above it, as revoked.
+
+    Params: ``subject`` (of the signer's certificate), ``revoked_at`` and
+    ``reason`` (the RFC 5280 CRLReason name, ``unspecified`` when none was given).
+    """
+
+    code = "certificate_revoked"
+
+
+class CertificateUntrusted(Conflict):
+    """The signer's certificate does not chain to a trust anchor. Params: ``subject``, ``reason``."""
+
+    code = "certificate_untrusted"
+
+
+class RevocationUnavailable(Unavailable):
+    """No usable OCSP response or CRL was obtained, and the signature level needs one.
+
+    Params: ``subject``, ``urls`` (the OCSP or CRL URLs that failed, comma-separated) and ``reason``.
+    """
+
+    code = "revocation_unavailable"
+
+
+class PadesLevelNotReached(Unavailable):
+    """The signature could not be brought to the requested PAdES level, so it is not released at a lower one.
+
+    The usual cause is validation data (OCSP responses, CRLs, time-stamps)
+    that could not be obtained, so a later attempt may succeed.
+    Params: ``level`` (the requested level) and ``reason``.
+    """
+
+    code = "level_not_reached"
+
+
+class CadesLevelNotReached(Unavailable):
+    """The CAdES signature could not be brought to the requested level, so it is not released at a lower one.
+
+    Usually an OCSP responder, CRL server or TSA could not be reached, so a
+    later attempt may succeed. Params: ``level`` (the requested level) and ``reason``.
+    """
+
+    code = "level_not_reached"
+
+
 class SignatureValidationFailed(SignserverError):
     """A freshly signed PDF or CAdES file did not pass validation, so it must not be released.
 
@@ -134,3 +218,36 @@ class SignatureValidationFailed(SignserverError):
     """
 
     code = "signature_validation_failed"
+
+
+class AppearanceImageInvalid(InvalidInput):
+    """An uploaded signature or seal image is not a PNG the stamp can use.
+
+    Params: ``image`` (``signature_image`` or ``seal_image``) and ``reason``.
+    """
+
+    code = "appearance_image_invalid"
+
+
+class AppearanceImageMissing(InvalidInput):
+    """The requested appearance needs an image that the credential's profile does not have.
+
+    Params: ``appearance`` and ``credential_id``.
+    """
+
+    code = "appearance_image_missing"
+
+
+class AnchorNotFound(InvalidInput):
+    """The anchor text of a placement does not occur in the PDF as often as requested.
+
+    Params: ``anchor``, ``occurrence`` (1-based, negative counts from the end) and ``found``.
+    """
+
+    code = "anchor_not_found"
+
+
+class PdfFieldNotFound(InvalidInput):
+    """The PDF has no signed signature field of that name with a visible box. Params: ``field_name``, ``reason``."""
+
+    code = "pdf_field_not_found"

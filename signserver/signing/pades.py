@@ -1,10 +1,13 @@
-"""PAdES baseline B-T signatures (ETSI EN 319 142-1) on PDF files, with pyHanko.
+"""PAdES baseline signatures (ETSI EN 319 142-1), levels B-B to B-LTA, on PDF files, with pyHanko.
 
 The signature is a CMS SignedData (subfilter ETSI.CAdES.detached) with the
 signing-certificate-v2 attribute, no signingTime attribute (the time goes in
-the signature dictionary's /M, as PAdES requires), the certificate chain,
-and a signature time-stamp token as unsigned attribute. It is added as an
-incremental update, so earlier signatures stay valid.
+the signature dictionary's /M, as PAdES requires) and the certificate chain.
+From B-T on it carries a signature time-stamp token as unsigned attribute.
+B-LT adds a DSS with the validation data of the signer's and the TSA's
+certificates, and B-LTA a document time-stamp over it (see ``pades_levels``).
+Each signature is an approval signature unless a certification is requested.
+It is added as an incremental update, so earlier signatures stay valid.
 """
 
 from __future__ import annotations
@@ -25,13 +28,20 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.misc import FormFillingError
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.fields import SigFieldSpec, SigSeedSubFilter, enumerate_sig_fields
+from pyhanko.sign.fields import MDPPerm, SigFieldSpec, SigSeedSubFilter, enumerate_sig_fields
+from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers import PdfSignatureMetadata, PdfSigner
 from pyhanko.sign.signers.pdf_cms import PdfCMSSignedAttributes
+from pyhanko.sign.signers.pdf_signer import PdfPostSignatureDocument, PdfSigningSession, PreSignValidationStatus
 from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
 
+from signserver.signing.appearance import appearance_style
 from signserver.signing.errors import (
+    PadesLevelNotReached,
+    PdfCertificationNotFirst,
     PdfCertifiedNewVisibleField,
     PdfFieldAlreadySigned,
     PdfInvalid,
@@ -41,11 +51,19 @@ from signserver.signing.errors import (
 )
 from signserver.signing.fonts import nfc, stamp_font_path
 from signserver.signing.keys import SigningKey, pyhanko_signer
+from signserver.signing.pades_levels import (
+    LONG_TERM_LEVELS,
+    PADES_LEVELS,
+    check_level_reached,
+    presign_validation_error,
+    relevant_validation_info,
+)
 from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors, read_pdf_info
-from signserver.signing.stamp import StampSpec, stamp_style, stamp_text_params
+from signserver.signing.stamp import StampSpec, stamp_text_params
 
 __all__ = [
-    "PADES_LEVEL",
+    "DEFAULT_LEVEL",
+    "PADES_LEVELS",
     "SIGNATURE_CONTAINER_BYTES",
     "StampSpec",
     "PadesResult",
@@ -56,14 +74,17 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-PADES_LEVEL = "B-T"
+DEFAULT_LEVEL = "B-T"
 DIGEST_ALGORITHM = "sha256"
 
 # Space reserved in /Contents for the CMS object, which contains the signer's
 # chain and the time-stamp token with the TSA's chain. With the demo PKI
 # (RSA-3072 CAs, RSA-2048 or P-256 signer and TSA) the object measures about
 # 9 KB, so 32 KB leaves room for longer chains and larger keys without the
-# trial signature that pyHanko would otherwise need for sizing.
+# trial signature that pyHanko would otherwise need for sizing. B-LT and
+# B-LTA need no more room here: pyHanko puts their certificates, OCSP
+# responses and CRLs in the DSS of a later revision, and sizes the document
+# time-stamp's own container.
 SIGNATURE_CONTAINER_BYTES = 32 * 1024
 
 _COPY_CHUNK_BYTES = 1024 * 1024
@@ -90,28 +111,48 @@ async def sign_pdf(
     output_path: Path,
     *,
     key: SigningKey,
-    timestamper: TimeStamper,
+    timestamper: TimeStamper | None,
     reason: str,
     location: str,
     stamp: StampSpec | None,
     password: str | None = None,
     field_name: str | None = None,
     signing_time: datetime | None = None,
+    digest_algorithm: str = DIGEST_ALGORITHM,
+    level: str = DEFAULT_LEVEL,
+    validation_context: ValidationContext | None = None,
+    certify: bool = False,
 ) -> PadesResult:
-    """Sign the PDF at ``input_path`` as PAdES B-T and write it to ``output_path``.
+    """Sign the PDF at ``input_path`` as PAdES ``level`` and write it to ``output_path``.
 
     The output is written to a temporary file in the output's directory and
     renamed into place once complete, so ``output_path`` is never half written.
     Without ``field_name``, a new field "SignatureN" is created. A named field
     that exists and is empty is signed in place, with its own box.
+    ``digest_algorithm`` (sha256, sha384 or sha512) hashes the document and
+    the signed attributes.
 
-    Raises the errors of ``inspect_pdf``, PdfPageOutOfRange, PdfStampInvalid
-    (field name or text),
-    PdfFieldAlreadySigned, PdfCertifiedNewVisibleField (a stamp in a new field
-    of a certified document), and TimestampFailed when the TSA gives no token.
+    ``level`` is one of ``PADES_LEVELS``. B-B ignores ``timestamper``, which
+    the other levels need. B-LT and B-LTA also need ``validation_context``,
+    which fetches the OCSP responses and CRLs of the signer's and the TSA's
+    certificates and should require revocation data. The output either
+    contains everything ``level`` needs or is not written: ``result.level``
+    is always ``level``. ``certify`` makes a certification signature with
+    DocMDP P=2 (form filling and signing allowed), else it is an approval
+    signature.
+
+    Raises, before the key is used, the errors of ``inspect_pdf``
+    (PdfCertifiedNoChanges for P=1), PdfPageOutOfRange, PdfStampInvalid
+    (field name or text), PdfFieldAlreadySigned, PdfCertifiedNewVisibleField
+    (a stamp in a new field of a certified document) and
+    PdfCertificationNotFirst (``certify`` on a signed document). Raises
+    TimestampFailed when the TSA gives no token, and RevocationUnavailable,
+    CertificateRevoked or PadesLevelNotReached when ``level`` cannot be reached.
     """
     signing_time = _check_signing_time(signing_time)
+    _check_level_arguments(level, timestamper, validation_context)
     output_path = Path(output_path)
+    long_term = level in LONG_TERM_LEVELS
 
     with Path(input_path).open("rb") as input_stream:
         reader = open_pdf_reader(input_stream, password)
@@ -123,32 +164,58 @@ async def sign_pdf(
             # pyHanko 0.38's default difference policy, stricter than Acrobat,
             # would report the certification signature as broken.
             raise PdfCertifiedNewVisibleField(certification_level=info.certification_level)
+        if certify and info.has_signatures:
+            raise PdfCertificationNotFirst()
 
         text_params = stamp_text_params(stamp, key.certificate, reason=reason, signing_time=signing_time)
         pdf_signer = PdfSigner(
             PdfSignatureMetadata(
                 field_name=field_name,
-                md_algorithm=DIGEST_ALGORITHM,
+                md_algorithm=digest_algorithm,
                 subfilter=SigSeedSubFilter.PADES,
                 reason=text_params["reason"] or None,
                 location=nfc(location) or None,
+                certify=certify,
+                docmdp_permissions=MDPPerm.FILL_FORMS,
+                embed_validation_info=long_term,
+                use_pades_lta=level == "B-LTA",
+                validation_context=validation_context if long_term else None,
+                # pyHanko requires non_repudiation by default, which agency
+                # seal certificates may lack. ensure_signed_pdf_valid checks
+                # the key usage after signing.
+                signer_key_usage=set(),
             ),
-            pyhanko_signer(key, DIGEST_ALGORITHM),
-            timestamper=timestamper,
-            stamp_style=stamp_style(stamp_font_path(), text_params),
+            pyhanko_signer(key, digest_algorithm),
+            timestamper=timestamper if level != "B-B" else None,
+            stamp_style=appearance_style(stamp, stamp_font_path(), text_params),
             new_field_spec=_field_spec(field_name, stamp),
         )
 
         with _atomic_output(output_path) as output:
-            await _sign_into(pdf_signer, reader, output, text_params, signing_time)
+            validation_info = await _sign_into(pdf_signer, reader, output, text_params, signing_time, level)
+            with pdf_parse_errors():
+                signed_reader = open_pdf_reader(output, password, require_signing_permission=False)
+                check_level_reached(signed_reader, field_name, level, validation_info)
             output_digest = _sha256_of(output)
 
+    log.info("pdf_signature.created", field_name=field_name, level=level, certify=certify)
     return PadesResult(
         output_digest_sha256=output_digest,
         signing_time=signing_time,
         field_name=field_name,
-        level=PADES_LEVEL,
+        level=level,
     )
+
+
+def _check_level_arguments(
+    level: str, timestamper: TimeStamper | None, validation_context: ValidationContext | None
+) -> None:
+    if level not in PADES_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(PADES_LEVELS)}, got {level!r}")
+    if level != "B-B" and timestamper is None:
+        raise ValueError(f"level {level} needs a timestamper")
+    if level in LONG_TERM_LEVELS and validation_context is None:
+        raise ValueError(f"level {level} needs a validation_context that fetches revocation data")
 
 
 async def _sign_into(
@@ -157,13 +224,18 @@ async def _sign_into(
     output: BinaryIO,
     text_params: dict[str, str],
     signing_time: datetime,
-) -> None:
-    """Run pyHanko's signing steps, with our signing time, into ``output``."""
+    level: str,
+) -> PreSignValidationStatus | None:
+    """Run pyHanko's signing steps, with our signing time, into ``output``.
+
+    Returns the validation data collected before signing (None below B-LT).
+    """
     with pdf_parse_errors():
         writer = IncrementalPdfFileWriter.from_reader(reader)
         session = pdf_signer.init_signing_session(writer)
         session.system_time = signing_time
-        validation_info = await session.perform_presign_validation(writer)
+    validation_info = await _presign_validation(session, writer, pdf_signer, level)
+    with pdf_parse_errors():
         tbs_document = session.prepare_tbs_document(
             validation_info=validation_info,
             bytes_reserved=SIGNATURE_CONTAINER_BYTES,
@@ -181,7 +253,42 @@ async def _sign_into(
         # in TimestampRequestError, and InProcessTimeStamper does the same.
         raise TimestampFailed(reason=f"{type(exc).__name__}: {exc}"[:200]) from exc
 
-    await post_signing_document.post_signature_processing(output)
+    if validation_info is not None:
+        # Without the context, pyHanko fills the DSS from validation_info
+        # alone, which relevant_validation_info has narrowed.
+        post_signing_document = PdfPostSignatureDocument(
+            post_signing_document.sig_contents,
+            post_sign_instr=post_signing_document.post_sign_instructions,
+            validation_context=None,
+        )
+    try:
+        await post_signing_document.post_signature_processing(output)
+    except (TimestampRequestError, asyncio.TimeoutError) as exc:
+        # The document time-stamp of B-LTA.
+        raise TimestampFailed(reason=f"{type(exc).__name__}: {exc}"[:200]) from exc
+    return validation_info
+
+
+async def _presign_validation(
+    session: PdfSigningSession, writer: IncrementalPdfFileWriter, pdf_signer: PdfSigner, level: str
+) -> PreSignValidationStatus | None:
+    """Validate the signer's and the TSA's certificates and collect their revocation data, for B-LT and up."""
+    if level not in LONG_TERM_LEVELS:
+        return None
+    try:
+        validation_info = await session.perform_presign_validation(writer)
+    except SigningError as exc:
+        # pyHanko wraps the certvalidator error of the signer's certificate.
+        cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+        raise presign_validation_error(cause, pdf_signer.signer.signing_cert, level) from exc
+    except (PathBuildingError, PathValidationError) as exc:
+        # The TSA's certificate, validated through a dummy time-stamp.
+        raise presign_validation_error(exc, pdf_signer.signer.signing_cert, level) from exc
+    except (TimestampRequestError, asyncio.TimeoutError) as exc:
+        raise TimestampFailed(reason=f"{type(exc).__name__}: {exc}"[:200]) from exc
+    if validation_info is None:
+        raise PadesLevelNotReached(level=level, reason="no validation data was collected before signing")
+    return relevant_validation_info(validation_info)
 
 
 def _check_signing_time(signing_time: datetime | None) -> datetime:

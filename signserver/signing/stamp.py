@@ -1,6 +1,8 @@
 """The visible signature stamp: its placement, its Vietnamese text and its style.
 
-The stamp lists the signer, title, agency, signing time in Vietnam time and
+``StampSpec`` also names the appearance: the text-only box built here, or an
+official's signature image or an agency seal image (see ``appearance``). The
+text box lists the signer, title, agency, signing time in Vietnam time and
 reason, one item per line, in an embedded TrueType font (see ``fonts``).
 pyHanko lays the text out with HarfBuzz and writes a /ToUnicode map, so text
 extraction returns the same Unicode strings.
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +26,10 @@ from signserver.signing.errors import PdfStampInvalid
 from signserver.signing.fonts import nfc
 
 __all__ = [
+    "APPEARANCE_TEXT",
+    "APPEARANCE_SIGNATURE",
+    "APPEARANCE_SEAL",
+    "APPEARANCES",
     "VIETNAM_TIME_ZONE",
     "StampSpec",
     "format_signing_time",
@@ -34,6 +40,13 @@ __all__ = [
 ]
 
 VIETNAM_TIME_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
+
+# A text-only box (used for copies), an official's signature image under the
+# position title and above the name, or an agency seal image at real size.
+APPEARANCE_TEXT = "text"
+APPEARANCE_SIGNATURE = "signature"
+APPEARANCE_SEAL = "seal"
+APPEARANCES = (APPEARANCE_SIGNATURE, APPEARANCE_SEAL, APPEARANCE_TEXT)
 
 STAMP_FONT_SIZE = 9
 STAMP_BORDER_WIDTH = 1
@@ -61,8 +74,9 @@ class StampSpec:
 
     ``page`` is 1-based. ``box`` is (x1, y1, x2, y2) in PDF user-space points
     with the origin at the bottom left of the page. The texts are stored in
-    NFC on one line (see ``single_line``). Raises PdfStampInvalid when a
-    value cannot be used.
+    NFC on one line (see ``single_line``). ``image_png`` is the signature or
+    seal PNG, required by those appearances and unused by "text". Raises
+    PdfStampInvalid when a value cannot be used.
     """
 
     page: int
@@ -70,6 +84,8 @@ class StampSpec:
     signer_name: str
     signer_title: str
     agency: str
+    appearance: str = APPEARANCE_TEXT
+    image_png: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.page, bool) or not isinstance(self.page, int) or self.page < 1:
@@ -89,6 +105,11 @@ class StampSpec:
             object.__setattr__(self, name, single_line(name, value))
         if not self.signer_name:
             raise PdfStampInvalid(reason="signer_name is empty, set it to the signer's full name")
+
+        if self.appearance not in APPEARANCES:
+            raise PdfStampInvalid(reason=f"appearance must be one of {', '.join(APPEARANCES)}, got {self.appearance!r}")
+        if self.appearance != APPEARANCE_TEXT and not self.image_png:
+            raise PdfStampInvalid(reason=f"the {self.appearance} appearance needs image_png")
 
 
 def format_signing_time(signing_time: datetime) -> str:

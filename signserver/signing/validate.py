@@ -2,24 +2,40 @@
 
 ``ensure_signed_pdf_valid`` is the last step before a signed document is
 released: its newest signature must be intact, cryptographically valid,
-chained to a trust root and time-stamped (PAdES B-T).
+chained to a trust root and reach the requested PAdES level, and the
+signatures that were sound before it was added must still be sound.
+
+Levels are those of ETSI EN 319 142-1. B-T needs a signature time-stamp.
+B-LT needs the signer's and the TSA's certificates to validate at the
+signature time-stamp's time from the certificates, OCSP responses and CRLs
+in the document's DSS alone: nothing is fetched, and every certificate below
+the trust root needs revocation data. B-LTA also needs a document time-stamp
+after the signature, over a revision whose DSS satisfies B-LT, that itself
+validates from the DSS. pyHanko 0.38 no longer has the
+``validate_pdf_ltv_signature`` of its earlier versions, so
+``_long_term_level`` follows that function's approach.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import structlog
 from asn1crypto import x509
-from pyhanko.sign.validation import async_validate_pdf_signature
+from pyhanko.sign.validation import DocumentSecurityStore, async_validate_pdf_signature, async_validate_pdf_timestamp
+from pyhanko.sign.validation.errors import NoDSSFoundError
+from pyhanko.pdf_utils.rw_common import PdfHandler
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus
 from pyhanko_certvalidator import ValidationContext
 
-from signserver.signing.errors import SignatureValidationFailed
+from signserver.signing.errors import PadesLevelNotReached, SignatureValidationFailed
+from signserver.signing.pades_levels import PADES_LEVELS, level_reaches
+from signserver.signing.revocation import RevocationFetcher
 from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors
 
 __all__ = ["SignatureReport", "validate_pdf", "ensure_signed_pdf_valid", "validation_context"]
@@ -27,6 +43,8 @@ __all__ = ["SignatureReport", "validate_pdf", "ensure_signed_pdf_valid", "valida
 log = structlog.get_logger(__name__)
 
 _PADES_SUBFILTER = "/ETSI.CAdES.detached"
+# Bound on the document time-stamps examined for B-LTA, per signature.
+_MAX_DOCUMENT_TIMESTAMPS = 100
 
 # Personal signing certificates carry nonRepudiation (contentCommitment),
 # while agency seal certificates may carry only digitalSignature
@@ -48,7 +66,8 @@ class SignatureReport:
     timestamp_valid: bool
     # SignatureCoverageLevel name in lower case, e.g. "entire_file".
     coverage: str
-    # "B-T" or "B-B" for ETSI.CAdES.detached signatures, "none" otherwise.
+    # B-B, B-T, B-LT or B-LTA (see the module docstring) for
+    # ETSI.CAdES.detached signatures, "none" otherwise.
     level: str
     # The changes made after this signature are allowed by its DocMDP rules.
     modifications_allowed: bool
@@ -59,13 +78,29 @@ class SignatureReport:
     error: str | None = None
 
 
-def validation_context(trust_roots: list[x509.Certificate]) -> ValidationContext:
-    """Return a validation context that trusts only ``trust_roots``."""
-    # NOTE: revocation checking is off for now. The demo PKI publishes no OCSP
-    # responder or CRL yet, so nothing is fetched and missing revocation
-    # information is tolerated ("soft-fail"). A revoked signer certificate
-    # therefore still validates.
-    return ValidationContext(trust_roots=list(trust_roots), allow_fetching=False, revocation_mode="soft-fail")
+def validation_context(
+    trust_roots: list[x509.Certificate],
+    revocation: RevocationFetcher | None = None,
+    *,
+    revocation_required: bool = False,
+    moment: datetime | None = None,
+    other_certs: Iterable[x509.Certificate] = (),
+) -> ValidationContext:
+    """Return a validation context that trusts only ``trust_roots``.
+
+    With ``revocation``, the context fetches OCSP responses and CRLs through
+    that fetcher's cache, with the contract of
+    ``RevocationFetcher.validation_context``. Without it, nothing is fetched
+    and missing revocation data is tolerated ("soft-fail"). A revoked
+    certificate is then caught only by revocation data embedded in what is
+    validated; signing still refuses a revoked signer before it starts.
+    """
+    if revocation is not None:
+        return revocation.validation_context(
+            trust_roots, revocation_required=revocation_required, moment=moment, other_certs=other_certs
+        )
+    return ValidationContext(trust_roots=list(trust_roots), other_certs=list(other_certs), moment=moment,
+                             allow_fetching=False, revocation_mode="soft-fail")
 
 
 async def validate_pdf(
@@ -101,21 +136,36 @@ async def validate_pdf(
                 log.warning("pdf_signature.evaluation_failed", field_name=report.field_name, error=report.error)
                 reports.append(report)
                 continue
-            reports.append(_report(embedded_signature, status))
+            level = await _level(embedded_signature, status, trust_roots)
+            reports.append(_report(embedded_signature, status, level))
     return reports
 
 
 async def ensure_signed_pdf_valid(
-    path: Path, trust_roots: list[x509.Certificate], password: str | None = None
+    path: Path,
+    trust_roots: list[x509.Certificate],
+    password: str | None = None,
+    *,
+    level: str = "B-T",
+    original_path: Path | None = None,
 ) -> list[SignatureReport]:
-    """Validate the PDF's last signature and raise SignatureValidationFailed unless it is sound.
+    """Validate the PDF's last signature and raise unless it is sound and reaches ``level``.
 
     The last signature must be intact, valid, trusted to one of
-    ``trust_roots``, allow the changes made after it, and carry a valid
-    signature time-stamp. Earlier signatures, often by other CAs, are not
-    evaluated. Returns the report of the last signature.
+    ``trust_roots`` and allow the changes made after it; from B-T on, it must
+    carry a valid signature time-stamp. Raises SignatureValidationFailed
+    for those, and PadesLevelNotReached when it validates below ``level``.
+
+    With ``original_path``, the document before this signature, every
+    earlier signature that was intact and whose DocMDP rules allowed the
+    later changes there must still be so here. Earlier signatures are not
+    required to be trusted, since other CAs often made them, and ones that
+    were already broken do not block the new signature.
+    Returns the report of the last signature.
     """
-    reports = await validate_pdf(path, trust_roots, password, last_only=True)
+    if level not in PADES_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(PADES_LEVELS)}, got {level!r}")
+    reports = await validate_pdf(path, trust_roots, password, last_only=original_path is None)
     if not reports:
         raise SignatureValidationFailed(field_name=None, reason="the document contains no signature")
 
@@ -125,16 +175,41 @@ async def ensure_signed_pdf_valid(
         (last.intact, "the document digest does not match the signed digest"),
         (last.valid, "the signature value does not verify with the signer's certificate"),
         (last.trusted, "the signer's certificate does not chain to a trusted root"),
-        (last.timestamp_valid, "the signature time-stamp is missing, invalid or untrusted"),
+        (last.timestamp_valid or level == "B-B", "the signature time-stamp is missing, invalid or untrusted"),
         (last.modifications_allowed, "the document was changed in a way the signature does not allow"),
     )
     for passed, reason in checks:
         if not passed:
             raise SignatureValidationFailed(field_name=last.field_name, reason=reason)
-    return reports
+    if not level_reaches(last.level, level):
+        raise PadesLevelNotReached(
+            level=level, reason=f"the signature validates as {last.level} only, from the data in the document"
+        )
+
+    if original_path is not None:
+        before = await validate_pdf(original_path, trust_roots, password)
+        _check_earlier_signatures_kept(before, reports[:-1])
+    return [last]
 
 
-def _report(embedded_signature: EmbeddedPdfSignature, status: PdfSignatureStatus) -> SignatureReport:
+def _check_earlier_signatures_kept(before: list[SignatureReport], after: list[SignatureReport]) -> None:
+    """Raise SignatureValidationFailed if a signature sound in ``before`` is no longer sound in ``after``."""
+    after_by_field = {report.field_name: report for report in after}
+    for earlier in before:
+        if not (earlier.error is None and earlier.intact and earlier.modifications_allowed):
+            continue
+        now = after_by_field.get(earlier.field_name)
+        if now is None:
+            raise SignatureValidationFailed(field_name=earlier.field_name,
+                                            reason="an earlier signature is missing from the signed document")
+        if not (now.error is None and now.intact and now.modifications_allowed):
+            raise SignatureValidationFailed(
+                field_name=earlier.field_name,
+                reason="the new signature breaks an earlier signature: its digest or its DocMDP rules fail",
+            )
+
+
+def _report(embedded_signature: EmbeddedPdfSignature, status: PdfSignatureStatus, level: str) -> SignatureReport:
     timestamp = status.timestamp_validity
     timestamp_valid = timestamp is not None and timestamp.intact and timestamp.valid and timestamp.trusted
     modifications_allowed = bool(status.docmdp_ok) or status.modification_level is None
@@ -146,7 +221,7 @@ def _report(embedded_signature: EmbeddedPdfSignature, status: PdfSignatureStatus
         trusted=status.trusted,
         timestamp_valid=timestamp_valid,
         coverage=status.coverage.name.lower() if status.coverage is not None else "unclear",
-        level=_level(embedded_signature, has_timestamp=timestamp is not None),
+        level=level,
         modifications_allowed=modifications_allowed,
         timestamp_time=timestamp.timestamp if timestamp is not None else None,
         signer_reported_time=status.signer_reported_dt,
@@ -174,9 +249,103 @@ def _failed_report(embedded_signature: EmbeddedPdfSignature, exc: BaseException)
     )
 
 
-def _level(embedded_signature: EmbeddedPdfSignature, *, has_timestamp: bool) -> str:
-    # NOTE: LT and LTA (DSS and document time-stamps) are not detected yet,
-    # so such signatures are reported as B-T.
+async def _level(
+    embedded_signature: EmbeddedPdfSignature, status: PdfSignatureStatus, trust_roots: Sequence[x509.Certificate]
+) -> str:
     if embedded_signature.sig_object.get("/SubFilter") != _PADES_SUBFILTER:
         return "none"
-    return "B-T" if has_timestamp else "B-B"
+    timestamp = status.timestamp_validity
+    if timestamp is None:
+        return "B-B"
+    if not (timestamp.intact and timestamp.valid and timestamp.trusted):
+        return "B-T"
+    return await _long_term_level(embedded_signature, trust_roots, timestamp.timestamp)
+
+
+async def _long_term_level(
+    embedded_signature: EmbeddedPdfSignature, trust_roots: Sequence[x509.Certificate], timestamp_time: datetime
+) -> str:
+    """Return B-LTA, B-LT or B-T for a signature whose signature time-stamp validated at ``timestamp_time``."""
+    reader = embedded_signature.reader
+    latest_store = _read_store(reader)
+    if latest_store is None or not await _validates_from_store(
+        embedded_signature, latest_store, trust_roots, timestamp_time
+    ):
+        return "B-T"
+
+    later_timestamps = [timestamp for timestamp in reader.embedded_timestamp_signatures
+                        if timestamp.signed_revision > embedded_signature.signed_revision]
+    for document_timestamp in later_timestamps[:_MAX_DOCUMENT_TIMESTAMPS]:
+        covered_store = _read_store(reader.get_historical_resolver(document_timestamp.signed_revision))
+        if covered_store is None:
+            continue
+        if not await _validates_from_store(embedded_signature, covered_store, trust_roots, timestamp_time):
+            continue
+        if await _document_timestamp_validates(document_timestamp, latest_store, trust_roots):
+            return "B-LTA"
+    return "B-LT"
+
+
+def _read_store(handler: PdfHandler) -> DocumentSecurityStore | None:
+    try:
+        return DocumentSecurityStore.read_dss(handler)
+    except NoDSSFoundError:
+        return None
+
+
+def _store_context(
+    store: DocumentSecurityStore, trust_roots: Sequence[x509.Certificate], moment: datetime
+) -> ValidationContext:
+    """Return a context with only ``store``'s data that requires revocation data for every certificate.
+
+    Revocation data issued after ``moment`` counts, because a DSS is usually
+    filled after the time it proves: pyHanko adds it after the signature.
+    """
+    return store.as_validation_context({
+        "trust_roots": list(trust_roots),
+        "allow_fetching": False,
+        "revocation_mode": "require",
+        "moment": moment,
+        "retroactive_revinfo": True,
+    })
+
+
+async def _validates_from_store(
+    embedded_signature: EmbeddedPdfSignature,
+    store: DocumentSecurityStore,
+    trust_roots: Sequence[x509.Certificate],
+    moment: datetime,
+) -> bool:
+    """Return whether the signature and its time-stamp validate at ``moment`` from ``store`` alone."""
+    try:
+        status = await async_validate_pdf_signature(
+            embedded_signature,
+            signer_validation_context=_store_context(store, trust_roots, moment),
+            ts_validation_context=_store_context(store, trust_roots, moment),
+            key_usage_settings=SIGNER_KEY_USAGE,
+            skip_diff=True,
+        )
+    except PDF_PARSE_ERRORS as exc:
+        log.warning("pdf_signature.long_term_check_failed", field_name=embedded_signature.field_name,
+                    error=f"{type(exc).__name__}: {exc}"[:200])
+        return False
+    timestamp = status.timestamp_validity
+    return (status.intact and status.valid and status.trusted and timestamp is not None
+            and timestamp.intact and timestamp.valid and timestamp.trusted)
+
+
+async def _document_timestamp_validates(
+    document_timestamp: EmbeddedPdfSignature, store: DocumentSecurityStore, trust_roots: Sequence[x509.Certificate]
+) -> bool:
+    """Return whether a document time-stamp validates, at its own time, from ``store`` alone."""
+    try:
+        token_info = document_timestamp.signed_data["encap_content_info"]["content"].parsed
+        moment = token_info["gen_time"].native
+        status = await async_validate_pdf_timestamp(
+            document_timestamp, validation_context=_store_context(store, trust_roots, moment), skip_diff=True
+        )
+    except PDF_PARSE_ERRORS as exc:
+        log.warning("pdf_timestamp.long_term_check_failed", field_name=document_timestamp.field_name,
+                    error=f"{type(exc).__name__}: {exc}"[:200])
+        return False
+    return status.intact and status.valid and status.trusted

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import tables as t
-from .records import Application, AuditRecord, Credential, Official, SignRequest, from_row
+from .records import Application, AuditRecord, Credential, CredentialProfile, Official, SignRequest, from_row
 
 __all__ = ["Store", "Transaction", "IntegrityError"]
 
@@ -142,6 +142,9 @@ class Transaction:
     async def insert_credential(self, **values: Any) -> None:
         await self.connection.execute(insert(t.credentials).values(**values))
 
+    async def update_credential(self, credential_id: str, **values: Any) -> None:
+        await self.connection.execute(update(t.credentials).where(t.credentials.c.id == credential_id).values(**values))
+
     async def credential(self, credential_id: str) -> Credential | None:
         row = await self._one(select(t.credentials).where(t.credentials.c.id == credential_id))
         return from_row(Credential, row) if row else None
@@ -161,6 +164,23 @@ class Transaction:
         )
         row = await self._one(statement)
         return from_row(Credential, row) if row else None
+
+    # Credential appearance profiles
+    async def credential_profile(self, credential_id: str) -> CredentialProfile | None:
+        statement = select(t.credential_profiles).where(t.credential_profiles.c.credential_id == credential_id)
+        row = await self._one(statement)
+        return from_row(CredentialProfile, row) if row else None
+
+    async def save_credential_profile(self, credential_id: str, **values: Any) -> None:
+        """Insert the profile of ``credential_id``, or update the given columns of the existing one."""
+        columns = t.credential_profiles.c
+        result = await self.connection.execute(
+            update(t.credential_profiles).where(columns.credential_id == credential_id).values(**values)
+        )
+        if result.rowcount == 0:
+            await self.connection.execute(
+                insert(t.credential_profiles).values(credential_id=credential_id, **values)
+            )
 
     # Sign requests
     async def insert_sign_request(self, **values: Any) -> None:

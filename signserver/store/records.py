@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["Application", "Official", "Credential", "SignRequest", "AuditRecord", "from_row"]
+__all__ = ["Application", "Official", "Credential", "CredentialProfile", "SignRequest", "AuditRecord", "from_row"]
 
 T = TypeVar("T")
 
@@ -68,6 +68,19 @@ class Credential:
     agency: str
     status: str
     created_at: datetime
+
+
+@dataclass(frozen=True)
+class CredentialProfile:
+    """A credential's appearance settings; None fields are not set."""
+
+    credential_id: str
+    signature_image: bytes | None = field(repr=False)
+    seal_image: bytes | None = field(repr=False)
+    seal_diameter_mm: float | None
+    default_appearance: str | None
+    updated_at: datetime
+    updated_by: str
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -27,6 +28,7 @@ __all__ = [
     "applications",
     "officials",
     "credentials",
+    "credential_profiles",
     "sign_requests",
     "approvals",
     "approval_items",
@@ -93,6 +95,22 @@ credentials = Table(
     Column("agency", Text, nullable=False, server_default=""),
     Column("status", String(16), nullable=False, server_default="active"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# The visible appearance of a credential's signatures, set by a security
+# officer: PNG images as uploaded (validated, at most 1 MiB each), the seal's
+# real diameter, and the appearance used when a request names none. NULL
+# means not set: no image, 36 mm, and a default chosen from the images.
+credential_profiles = Table(
+    "credential_profiles",
+    metadata,
+    Column("credential_id", String(64), ForeignKey("credentials.id"), primary_key=True),
+    Column("signature_image", LargeBinary),
+    Column("seal_image", LargeBinary),
+    Column("seal_diameter_mm", Float),
+    Column("default_appearance", String(16)),  # signature | seal | text
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", String(128), nullable=False),
 )
 
 sign_requests = Table(

@@ -63,8 +63,8 @@ def test_info_v1_omits_sign_doc(client: Client) -> None:
     assert "signatures/signDoc" not in info(client, "v1")["methods"]
 
 
-def test_info_v2_conformance_b_t(client: Client) -> None:
-    assert info(client, "v2")["conformance_levels"] == ["Ades-B-T"]
+def test_info_v2_conformance_levels(client: Client) -> None:
+    assert info(client, "v2")["conformance_levels"] == ["Ades-B-B", "Ades-B-T", "Ades-B-LT", "Ades-B-LTA"]
 
 
 def test_info_english_by_lang(client: Client) -> None:

@@ -74,7 +74,7 @@ def test_sign_doc_other_document_rejected(sign_doc_answers: dict[str, requests.R
 
 @pytest.mark.parametrize(("field", "value"), [
     ("signature_format", "C"),
-    ("conformance_level", "Ades-B-LTA"),
+    ("conformance_level", "Ades-B-LTV"),
     ("signAlgo", "1.2.840.113549.1.1.10"),
     ("signed_envelope_property", "Certification"),
 ])
@@ -87,10 +87,18 @@ def test_sign_doc_unsupported_option_rejected(csc: CscClient, rsa_official: dict
     assert body["error_description"].startswith(f"Invalid parameter {field}")
 
 
-def test_sign_doc_default_level_rejected(csc: CscClient, rsa_official: dict, sample_pdf: bytes) -> None:
-    entry = document_entry(sample_pdf, SHA256_WITH_RSA_OID)
-    del entry["conformance_level"]  # the CSC default, Ades-B-B, is not produced here
+def test_sign_doc_unknown_level_lists_levels(csc: CscClient, rsa_official: dict, sample_pdf: bytes) -> None:
+    entry = document_entry(sample_pdf, SHA256_WITH_RSA_OID, conformance_level="Ades-T")
     response = csc.call("v2", "signatures/signDoc", {
         "credentialID": rsa_official["credential_id"], "SAD": "unused", "documents": [entry]})
     body = assert_csc_error(response, 400, "invalid_request")
-    assert "Ades-B-T" in body["error_description"]
+    assert "Ades-B-B, Ades-B-T, Ades-B-LT, Ades-B-LTA" in body["error_description"]
+
+
+def test_sign_doc_mixed_levels_rejected(csc: CscClient, rsa_official: dict, sample_pdf: bytes) -> None:
+    entries = [document_entry(sample_pdf, SHA256_WITH_RSA_OID),
+               document_entry(sample_pdf, SHA256_WITH_RSA_OID, conformance_level="Ades-B-LT")]
+    response = csc.call("v2", "signatures/signDoc", {
+        "credentialID": rsa_official["credential_id"], "SAD": "unused", "documents": entries})
+    body = assert_csc_error(response, 400, "invalid_request")
+    assert body["error_description"].startswith("Invalid parameter conformance_level")
