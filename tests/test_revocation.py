@@ -326,3 +326,51 @@ def test_expired_certificate_refused_before_hsm(own_server, own_client: Client, 
     assert refused["state"] == "failed"
     assert refused["state_reason"] == "certificate_expired"
     assert hsm_signature_count(server) == signatures_before
+
+
+# A server whose certificates name an OCSP responder and CRLs on a port where nothing listens.
+
+@pytest.fixture(scope="module")
+def unreachable_ca_server(tmp_path_factory: pytest.TempPathFactory, test_policies_dir: Path
+                          ) -> Iterator[tuple[Server, dict[str, Any]]]:
+    home = tmp_path_factory.mktemp("unreachable-ca-home")
+    port = free_port()
+    credentials = init_home(home, port, SIGNSERVER_DEMO_CA_URL=f"http://127.0.0.1:{free_port()}/demo-ca")
+    server = Server(home, port, {"SIGNSERVER_POLICIES_DIR": str(test_policies_dir)}).start()
+    yield server, credentials
+    server.stop()
+
+
+def test_csc_sign_doc_b_lt_keeps_sad(unreachable_ca_server, tmp_path: Path) -> None:
+    server, credentials = unreachable_ca_server
+    client = Client(server, credentials, OtpCodes())
+    official = client.official(0)
+    application = credentials["application"]
+    login = requests.post(f"{server.url}/csc/v1/auth/login", json={},
+                          auth=(application["username"], application["password"]), timeout=30)
+    headers = {"Authorization": f"Bearer {login.json()['access_token']}", "Accept-Language": "en"}
+    document = generate_sample_pdf(tmp_path / "in.pdf").read_bytes()
+    authorized = requests.post(f"{server.url}/csc/v2/credentials/authorize", headers=headers, timeout=30, json={
+        "credentialID": official["credential_id"], "numSignatures": 1,
+        "hashes": [base64.b64encode(hashlib.sha256(document).digest()).decode()],
+        "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1",
+        "authData": [{"id": "OTP", "value": client.otp.next(official["totp_secret"])}]})
+    sad = authorized.json()["SAD"]
+    signatures_before = hsm_signature_count(server)
+
+    def sign_doc(level: str) -> requests.Response:
+        return requests.post(f"{server.url}/csc/v2/signatures/signDoc", headers=headers, timeout=120, json={
+            "credentialID": official["credential_id"], "SAD": sad,
+            "documents": [{"document": base64.b64encode(document).decode(), "signature_format": "P",
+                           "conformance_level": level, "signAlgo": "1.2.840.113549.1.1.11"}]})
+
+    long_term = sign_doc("Ades-B-LT")
+    signatures_after_refusal = hsm_signature_count(server)
+    # The refusal came before the SAD was spent, so the same SAD still signs at a level without revocation data.
+    time_stamped = sign_doc("Ades-B-T")
+
+    assert authorized.status_code == 200, authorized.text
+    assert long_term.status_code == 503, long_term.text
+    assert long_term.json()["error"] == "temporarily_unavailable"
+    assert signatures_after_refusal == signatures_before
+    assert time_stamped.status_code == 200, time_stamped.text

@@ -37,6 +37,9 @@ DOCUMENT_DIGEST_ALGORITHM = "sha256"
 class DocumentFormat(Protocol):
     """A signature format for whole documents, such as PAdES."""
 
+    # The format's level needs OCSP or CRL data for the signer's certificate (B-LT, B-LTA).
+    revocation_required: bool
+
     async def check(self, document: bytes) -> None:
         """Raise the format's InvalidInput error for a document it cannot sign."""
         ...
@@ -110,7 +113,8 @@ async def sign_documents(ctx: CoreContext, application: Application, credential_
         credential = await credential_for_application(ctx, application, credential_id)
         audit.credential = credential
         check_credential_usable(credential, ctx.clock())
-        await ctx.document_signer.check_signer_certificate(credential, revocation_required=False)
+        await ctx.document_signer.check_signer_certificate(
+            credential, revocation_required=document_format.revocation_required)
         for document in documents:
             await document_format.check(document)
         spent = await spend_sad(ctx, application, credential, sad, digests, DOCUMENT_DIGEST_ALGORITHM,

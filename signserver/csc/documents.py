@@ -37,6 +37,7 @@ class PadesDocuments:
         # The hash of the document and of the signed attributes: sha256, sha384 or sha512.
         self.digest_algorithm = digest_algorithm
         self.level = level
+        self.revocation_required = revocation_required_for(level)
         self.checker = PadesChecker()
 
     async def check(self, document: bytes) -> None:
@@ -55,9 +56,9 @@ class PadesDocuments:
                               signer_name=credential.display_name, signer_title=credential.signer_title,
                               agency=credential.agency)
             context = None
-            # sign_documents has checked the certificate without requiring revocation data; for B-LT and
-            # B-LTA, sign_pdf requires it and raises revocation_unavailable when it cannot be fetched.
-            if revocation_required_for(self.level):
+            # sign_documents has checked the certificate, with revocation data for B-LT and B-LTA, before
+            # spending the SAD. sign_pdf fetches that data again through the cache to embed it.
+            if self.revocation_required:
                 context = self.document_signer.revocation.validation_context(
                     self.document_signer.trust_roots, revocation_required=True)
             await sign_pdf(input_path, output_path, key=signing_key_for(self.token, credential),
