@@ -81,8 +81,9 @@ def _approve_and_download(api: Client, request_id: str, official_index: int, out
 
 @pytest.fixture(scope="module")
 def signed_by_anchor(api: Client, sample: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The sample signed by the first official, the signature placed under "PHÓ CHỦ TỊCH"."""
-    response = api.submit(sample, placement={"anchor": "PHÓ CHỦ TỊCH", "anchor_offset": [0, -2]})
+    """The sample signed by the first official under "PHÓ CHỦ TỊCH", with the title and name drawn too."""
+    response = api.submit(sample, placement={"anchor": "PHÓ CHỦ TỊCH", "anchor_offset": [0, -2],
+                                             "signature_text": True})
     assert response.status_code == 201, response.text
     submitted = response.json()
     signed = _approve_and_download(api, submitted["id"], 0, tmp_path_factory.mktemp("signed") / "signed.pdf")
@@ -229,7 +230,8 @@ def test_over_field_unsigned_document_rejected(api: Client, sample: Path) -> Non
      ({"size": [200, 100]}, "placement.size"),
      ({"anchor": "CHỦ TỊCH", "anchor_occurrence": 0}, "placement.anchor_occurrence"),
      ({"anchor": "   "}, "placement.anchor"),
-     ({"anchor": "CHỦ TỊCH", "size": [50, 20]}, "placement.size")],
+     ({"anchor": "CHỦ TỊCH", "size": [50, 20]}, "placement.size"),
+     ({"signature_text": "yes"}, "placement.signature_text")],
 )
 def test_placement_fields_validated(api: Client, sample: Path, placement: dict, field: str) -> None:
     response = api.submit(sample, placement=placement)
@@ -237,6 +239,20 @@ def test_placement_fields_validated(api: Client, sample: Path, placement: dict, 
     assert response.status_code == 400, response.text
     assert response.json()["code"] == "field_invalid"
     assert field in response.json()["detail"]
+
+
+def test_signature_text_with_seal_rejected(api: Client, sample: Path) -> None:
+    response = api.submit(sample, signer=SEAL_CREDENTIAL_ID, placement={"signature_text": True})
+
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "field_invalid"
+    assert "placement.signature_text" in response.json()["detail"]
+
+
+def test_signature_text_stored(signed_by_anchor: tuple[Path, dict]) -> None:
+    _, placement = signed_by_anchor
+
+    assert placement["signature_text"] is True
 
 
 def test_text_appearance_requested(api: Client, sample: Path) -> None:

@@ -58,6 +58,7 @@ class StampPlan:
     anchor: AnchorPlacement | None = None
     over_field: str | None = None
     image_sha256: str | None = None
+    signature_text: bool = False
 
     def placement_fields(self) -> dict[str, Any]:
         """Return the fields this plan adds to the stored placement JSON."""
@@ -73,6 +74,8 @@ class StampPlan:
                                 "rect": list(self.checked.anchor_box or ())}
         if self.over_field is not None:
             fields["over_field"] = self.over_field
+        if self.signature_text:
+            fields["signature_text"] = True
         return fields
 
     def write_image(self, request_dir: Path) -> None:
@@ -99,6 +102,9 @@ async def plan_stamp(
     if placement.over_field is not None and appearance.kind != APPEARANCE_SEAL:
         raise InvalidInput("field_invalid", field="placement.over_field",
                            reason=f'only applies to the seal appearance, and this request has "{appearance.kind}"')
+    if placement.signature_text and appearance.kind != APPEARANCE_SIGNATURE:
+        raise InvalidInput("field_invalid", field="placement.signature_text",
+                           reason=f'only applies to the signature appearance, and this request has "{appearance.kind}"')
 
     seal_side = None
     if appearance.seal_diameter_mm is not None:
@@ -111,7 +117,7 @@ async def plan_stamp(
                                           over_field=placement.over_field, seal_side=seal_side)
     image_sha256 = hashlib.sha256(appearance.image_png).hexdigest() if appearance.image_png else None
     return StampPlan(checked=checked, appearance=appearance, anchor=anchor, over_field=placement.over_field,
-                     image_sha256=image_sha256)
+                     image_sha256=image_sha256, signature_text=placement.signature_text)
 
 
 def parse_appearance(value: Any) -> str | None:

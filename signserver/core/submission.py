@@ -65,6 +65,8 @@ class Placement:
     # Alternatives to box: under an anchor text, or for a seal over a signed field (see stamp_plan).
     anchor: AnchorPlacement | None = None
     over_field: str | None = None
+    # The signature appearance also draws the position title and the full name (see signing.appearance).
+    signature_text: bool = False
 
 
 @dataclass(frozen=True)
@@ -232,9 +234,12 @@ def _parse_placement(value: Any) -> Placement:
     if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
         raise InvalidInput("field_invalid", field="placement.page", reason="must be a page number from 1")
     anchor, over_field = parse_stamp_position(value)
+    signature_text = value.get("signature_text", False)
+    if not isinstance(signature_text, bool):
+        raise InvalidInput("field_invalid", field="placement.signature_text", reason="must be true or false")
     rect = value.get("rect")
     if rect is None:
-        return Placement(page=page, box=None, anchor=anchor, over_field=over_field)
+        return Placement(page=page, box=None, anchor=anchor, over_field=over_field, signature_text=signature_text)
     if (
         not isinstance(rect, list)
         or len(rect) != 4
@@ -248,7 +253,7 @@ def _parse_placement(value: Any) -> Placement:
             "field_invalid", field="placement.rect",
             reason="needs 0 <= x1 < x2, 0 <= y1 < y2, at least 120 x 50 points, within 14400 points",
         )
-    return Placement(page=page, box=(x1, y1, x2, y2))
+    return Placement(page=page, box=(x1, y1, x2, y2), signature_text=signature_text)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,14 @@
 
 Decree 30/2020/NĐ-CP on administrative correspondence (Appendix I) lays out
 the signing place of a document: the position title (chức vụ) in capitals,
-the signature under it, then the signer's full name. The agency seal, red and
-at its real size, overlaps about the left third of the signature. The
-"signature" appearance draws that block in one box. The "seal" appearance
+the signature under it, then the signer's full name. In an electronic
+document the title and the name are part of the document's text, and the
+signature image (blue, transparent PNG) goes centred between them. The agency
+seal, red and at its real size, overlaps about the left third of the
+signature. The "signature" appearance therefore draws the image with a small
+signing-time line under it, and the title and name only when the request
+asks for them (``signature_text``), for documents without a typed signing
+place. The "seal" appearance
 draws the seal image at the box's size, and the box is sized from the seal's
 real diameter. Copies (bản sao điện tử) carry the text-only box of ``stamp``.
 
@@ -259,8 +264,8 @@ def appearance_style(stamp: StampSpec | None, font_path: Path, text_params: dict
         return SealStampStyle(image=open_png(stamp.image_png, "seal_image"))
     return SignatureStampStyle(
         image=open_png(stamp.image_png, "signature_image"),
-        title=stamp.signer_title.upper(),
-        signer_name=stamp.signer_name,
+        title=stamp.signer_title.upper() if stamp.signature_text else "",
+        signer_name=stamp.signer_name if stamp.signature_text else "",
         font_path=str(font_path),
         bold_font_path=str(_bold_variant(font_path)),
     )
@@ -295,7 +300,7 @@ class SealStampStyle(BaseStampStyle):
 
 @dataclass(frozen=True)
 class SignatureStampStyle(BaseStampStyle):
-    """Position title, signature image and full name, centred, with a small signing-time line below.
+    """Signature image, centred, with a small signing-time line below, and optional title above and name below.
 
     The title and name use the bold face of the stamp font where it has one.
     """
@@ -337,7 +342,7 @@ class _SignatureStamp(BaseStamp):
 
         # Rows from the top: title, image, name, signing time.
         title_height = row_height(_TITLE_ROW) if style.title else 0.0
-        name_height = row_height(_NAME_ROW)
+        name_height = row_height(_NAME_ROW) if style.signer_name else 0.0
         time_height = row_height(_TIME_ROW) if self.signing_time else 0.0
         top = height - _PADDING
         image_top = top - title_height
@@ -353,8 +358,9 @@ class _SignatureStamp(BaseStamp):
                                            bold, _ROW_FONT_SIZES["title"], "F1"))
         image_area = (_PADDING, image_bottom, inner_width, max(image_top - image_bottom, 1.0))
         commands.append(_draw_image(self, style.image, image_area, "Signature"))
-        commands.append(self._text_row(style.signer_name, (_PADDING, name_bottom, inner_width, name_height),
-                                       bold, _ROW_FONT_SIZES["name"], "F2"))
+        if style.signer_name:
+            commands.append(self._text_row(style.signer_name, (_PADDING, name_bottom, inner_width, name_height),
+                                           bold, _ROW_FONT_SIZES["name"], "F2"))
         if self.signing_time:
             commands.append(self._text_row(f"Thời gian ký: {self.signing_time}",
                                            (_PADDING, time_bottom, inner_width, time_height),

@@ -112,6 +112,7 @@ def stamp_from_placement(
         agency=agency,
         appearance=appearance,
         image_png=image_png,
+        signature_text=bool(placement.get("signature_text", False)),
     )
 
 

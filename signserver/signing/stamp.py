@@ -41,8 +41,8 @@ __all__ = [
 
 VIETNAM_TIME_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 
-# A text-only box (used for copies), an official's signature image under the
-# position title and above the name, or an agency seal image at real size.
+# A text-only box (used for copies), an official's signature image (between the
+# position title and the name typed in the document), or an agency seal image at real size.
 APPEARANCE_TEXT = "text"
 APPEARANCE_SIGNATURE = "signature"
 APPEARANCE_SEAL = "seal"
@@ -86,6 +86,8 @@ class StampSpec:
     agency: str
     appearance: str = APPEARANCE_TEXT
     image_png: bytes | None = field(default=None, repr=False)
+    # With the signature appearance, also draw the position title above the image and the name below it.
+    signature_text: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.page, bool) or not isinstance(self.page, int) or self.page < 1:

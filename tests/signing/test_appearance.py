@@ -156,9 +156,9 @@ async def _sign(source: Path, output: Path, key, timestamper, stamp: StampSpec |
                           stamp=stamp)
 
 
-def _signature_stamp(image: bytes, box=BOX, page: int = 1) -> StampSpec:
+def _signature_stamp(image: bytes, box=BOX, page: int = 1, signature_text: bool = False) -> StampSpec:
     return StampSpec(page=page, box=box, signer_name=SIGNER_NAME, signer_title=SIGNER_TITLE, agency=AGENCY,
-                     appearance="signature", image_png=image)
+                     appearance="signature", image_png=image, signature_text=signature_text)
 
 
 def _seal_stamp(image: bytes, box, page: int = 1) -> StampSpec:
@@ -292,11 +292,25 @@ async def test_signature_appearance_rendered(pki, timestamper, one_page_pdf, nss
     ok, report = qpdf_check(output)
     assert ok, report
 
+    # The title and the name are the document's own text, so the image stands alone with the time.
+    text = pdftotext_area(output, 1, BOX)
+    assert SIGNER_TITLE.upper() not in text
+    assert SIGNER_NAME not in text
+    assert "Thời gian ký:" in text
+    assert "(+07:00)" in text
+
+
+async def test_signature_appearance_with_text(pki, timestamper, one_page_pdf, tmp_path):
+    output = tmp_path / "signed.pdf"
+
+    await _sign(one_page_pdf, output, pki.rsa_signer, timestamper,
+                _signature_stamp(signature_png(SIGNER_NAME), signature_text=True))
+
     text = pdftotext_area(output, 1, BOX)
     assert SIGNER_TITLE.upper() in text
     assert SIGNER_NAME in text
     assert "Thời gian ký:" in text
-    assert "(+07:00)" in text
+    assert len(_pixels(_render(output), _pixel_box(BOX), _is_dark)) > 500
 
     page = _render(output)
     left, top, right, bottom = _pixel_box(BOX)
@@ -639,6 +653,6 @@ async def test_sign_in_anchor_box(pki, timestamper, sample_pdf, nss_dir, tmp_pat
     await _sign(sample_pdf, output, pki.rsa_signer, timestamper,
                 _signature_stamp(signature_png(SIGNER_NAME), box=checked.stamp_box))
 
-    assert SIGNER_NAME in pdftotext_area(output, 1, checked.stamp_box)
+    assert "Thời gian ký:" in pdftotext_area(output, 1, checked.stamp_box)
     assert pdfsig_signatures(output, nss_dir)[0].signature_valid
     assert len(_pixels(_render(output), _pixel_box(checked.stamp_box), _is_dark)) > 500
