@@ -123,9 +123,7 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.demo_ca_commands import DemoCaCommandError, reissue_credential, revoke_credential
 
-    if _database_missing(settings):
-        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; hãy chạy `signserver init` trước.",
-             f"Database {settings.database_url} not found; run `signserver init` first.", stream=sys.stderr)
+    if _say_database_missing(settings):
         return 2
     try:
         if args.demo_ca_command == "revoke":
@@ -170,9 +168,7 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.errors import SignserverError
     from signserver.i18n import message
 
-    if _database_missing(settings):
-        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; hãy chạy `signserver init` trước.",
-             f"Database {settings.database_url} not found; run `signserver init` first.", stream=sys.stderr)
+    if _say_database_missing(settings):
         return 2
     try:
         summary = set_appearance(settings, args.credential_id, signature_image=args.signature_image,
@@ -198,6 +194,15 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
          f"  Seal image: {image(summary.seal_image_sha256, False)}, diameter {summary.seal_diameter_mm:g} mm\n"
          f"  Default appearance: {summary.default_appearance}{rule_en}")
     return 0
+
+
+def _say_database_missing(settings: Settings) -> bool:
+    """Tell the user to run `signserver init` and return True when the store's SQLite file does not exist."""
+    if not _database_missing(settings):
+        return False
+    _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; hãy chạy `signserver init` trước.",
+         f"Database {settings.database_url} not found; run `signserver init` first.", stream=sys.stderr)
+    return True
 
 
 def _database_missing(settings: Settings) -> bool:

@@ -144,7 +144,7 @@ def create_root_ca(
         .not_valid_before(not_before)
         .not_valid_after(not_before + datetime.timedelta(days=validity_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(_ca_key_usage(), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
     certificate = builder.sign(key, hashes.SHA256())
@@ -168,7 +168,7 @@ def create_issuing_ca(
 
     builder = _builder_under(root, key.public_key(), _ca_name(common_name, organization), validity_days)
     builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-    builder = builder.add_extension(_ca_key_usage(), critical=True)
+    builder = builder.add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
     builder = _add_revocation_urls(builder, revocation_urls)
     certificate = builder.sign(root.private_key, hashes.SHA256())
     return CertificateAuthority(certificate=certificate, private_key=key)
@@ -199,7 +199,7 @@ def issue_signing_certificate(
 
     builder = _builder_under(ca, public_key, subject.to_name(), validity_days, not_before, not_after)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    builder = builder.add_extension(_signer_key_usage(), critical=True)
+    builder = builder.add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
     builder = builder.add_extension(
         x509.ExtendedKeyUsage([ID_KP_DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]),
         critical=False,
@@ -229,7 +229,7 @@ def issue_tsa_certificate(
 
     builder = _builder_under(ca, public_key, subject.to_name(), validity_days, not_before, not_after)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    builder = builder.add_extension(_signer_key_usage(), critical=True)
+    builder = builder.add_extension(_key_usage(digital_signature=True, content_commitment=True), critical=True)
     builder = builder.add_extension(
         x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
     )
@@ -252,7 +252,7 @@ def issue_ocsp_responder_certificate(
 
     builder = _builder_under(ca, public_key, subject.to_name(), validity_days)
     builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    builder = builder.add_extension(_responder_key_usage(), critical=True)
+    builder = builder.add_extension(_key_usage(digital_signature=True), critical=True)
     builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
     builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
     return builder.sign(ca.private_key, hashes.SHA256())
@@ -424,15 +424,22 @@ def _build_name(attributes: list[tuple[ObjectIdentifier, str | None]]) -> x509.N
     return x509.Name(name_attributes)
 
 
-def _ca_key_usage() -> x509.KeyUsage:
+def _key_usage(
+    *,
+    digital_signature: bool = False,
+    content_commitment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """Return a KeyUsage extension value with only the named bits set."""
     return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
+        digital_signature=digital_signature,
+        content_commitment=content_commitment,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
         encipher_only=False,
         decipher_only=False,
     )
@@ -463,34 +470,6 @@ def _add_revocation_urls(
         )
         builder = builder.add_extension(x509.CRLDistributionPoints([distribution_point]), critical=False)
     return builder
-
-
-def _responder_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def _signer_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=True,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 def _load_subject_public_key(public_key_der: bytes) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:

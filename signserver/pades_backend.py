@@ -19,13 +19,8 @@ from signserver.hsm_bridge import chain_from_pem, signing_key_for
 from signserver.signing.cades import ensure_cades_digest_valid, ensure_cades_valid, sign_cades, sign_cades_digest
 from signserver.signing.revocation import RevocationFetcher, revocation_required_for
 from signserver.signing.errors import PdfPageOutOfRange, PdfStampOutsidePage, SignatureValidationFailed
-from signserver.signing.raw import (
-    digest_of_file,
-    ensure_signer_certificate_trusted,
-    raw_signature_scheme,
-    verify_raw_signature,
-    write_signature_file,
-)
+from signserver.signing.files import digest_of_file, write_atomically
+from signserver.signing.raw import ensure_signer_certificate_trusted, raw_signature_scheme, verify_raw_signature
 from signserver.signing.anchor import AnchorPlacement
 from signserver.signing.pades import default_stamp_box, page_visible_box, sign_pdf
 from signserver.signing.placement import StampBox, resolve_stamp_box, stamp_from_placement
@@ -161,7 +156,7 @@ class DocumentSigner:
         verify_raw_signature(key.certificate, scheme, digest, signature)
         await ensure_signer_certificate_trusted(key, self.trust_roots)
         loop = asyncio.get_running_loop()
-        sha256 = await loop.run_in_executor(None, write_signature_file, output_path, signature)
+        sha256 = await loop.run_in_executor(None, write_atomically, output_path, signature)
         return SignedDocument(sha256=sha256, signing_time=signing_time, level=RAW_LEVEL)
 
     async def _sign_pades(self, request: SignRequest, credential: Credential, output_path: Path,

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from tests.harness import Client, Server
+from tests.verifiers import openssl_cms_print, openssl_cms_verify
 
 XML_DOCUMENT = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -93,11 +94,6 @@ def signed_cases(client: Client, server: Server, tmp_path_factory: pytest.TempPa
     return cases
 
 
-def _openssl_print(signed: Path) -> str:
-    return subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signed)],
-                          capture_output=True, text=True, check=True).stdout
-
-
 def _unsigned_attributes(printed: str) -> str:
     """Return the part of ``openssl cms -print`` output from unsignedAttrs on."""
     return printed.split("unsignedAttrs:", 1)[1]
@@ -106,11 +102,7 @@ def _unsigned_attributes(printed: str) -> str:
 @pytest.mark.parametrize("name", ["xml-detached-b-t", "xml-detached-b-b"])
 def test_detached_verifies_with_openssl(signed_cases: dict[str, SignedCase], chain_pem: Path, name: str) -> None:
     case = signed_cases[name]
-    result = subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(case.signed),
-         "-content", str(case.original), "-CAfile", str(chain_pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )
+    result = openssl_cms_verify(case.signed, chain_pem, case.original)
     assert result.returncode == 0, result.stderr
     assert "Verification successful" in result.stderr
 
@@ -131,13 +123,13 @@ def test_attached_verifies_and_embeds_original(signed_cases: dict[str, SignedCas
 
 
 def test_detached_has_no_encapsulated_content(signed_cases: dict[str, SignedCase]) -> None:
-    printed = _openssl_print(signed_cases["xml-detached-b-t"].signed)
+    printed = openssl_cms_print(signed_cases["xml-detached-b-t"].signed)
     assert "eContent: <ABSENT>" in printed
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_signing_certificate_v2_signed(signed_cases: dict[str, SignedCase], name: str) -> None:
-    printed = _openssl_print(signed_cases[name].signed)
+    printed = openssl_cms_print(signed_cases[name].signed)
     signed_part = printed.split("unsignedAttrs:", 1)[0]
     assert "id-smime-aa-signingCertificateV2" in signed_part
     assert "signingTime" in signed_part
@@ -146,13 +138,13 @@ def test_signing_certificate_v2_signed(signed_cases: dict[str, SignedCase], name
 
 @pytest.mark.parametrize("name", ["xml-detached-b-t", "zip-attached-b-t"])
 def test_b_t_has_signature_timestamp(signed_cases: dict[str, SignedCase], name: str) -> None:
-    printed = _openssl_print(signed_cases[name].signed)
+    printed = openssl_cms_print(signed_cases[name].signed)
     assert "id-smime-aa-timeStampToken" in _unsigned_attributes(printed)
 
 
 @pytest.mark.parametrize("name", ["xml-detached-b-b", "zip-attached-b-b"])
 def test_b_b_has_no_timestamp(signed_cases: dict[str, SignedCase], name: str) -> None:
-    printed = _openssl_print(signed_cases[name].signed)
+    printed = openssl_cms_print(signed_cases[name].signed)
     assert "id-smime-aa-timeStampToken" not in printed
 
 

@@ -8,7 +8,6 @@ the validation data that the files embed.
 from __future__ import annotations
 
 import io
-import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from pyhanko_certvalidator import ValidationContext
 from signserver.signing.cades_levels import cades_level
 from signserver.signing.validate import SIGNER_KEY_USAGE
 from tests.harness import Client, Server
+from tests.verifiers import openssl_cms_print, openssl_cms_verify
 
 XML_DOCUMENT = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -89,12 +89,8 @@ def _signed_data(path: Path) -> cms.SignedData:
 @pytest.mark.parametrize("name", list(CASES))
 def test_openssl_verifies_against_demo_root(signed_cases: dict[str, SignedCase], demo_root: Path, name: str) -> None:
     case = signed_cases[name]
-    command = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(case.signed),
-               "-CAfile", str(demo_root), "-purpose", "any", "-out", "/dev/null"]
-    if not case.attached:
-        command += ["-content", str(case.original)]
 
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = openssl_cms_verify(case.signed, demo_root, None if case.attached else case.original)
 
     assert result.returncode == 0, result.stderr
     assert "Verification successful" in result.stderr
@@ -139,8 +135,7 @@ async def test_pyhanko_validates_with_embedded_data_only(signed_cases: dict[str,
 
 @pytest.mark.parametrize("name", ["xml-detached-b-lta", "zip-attached-b-lta"])
 def test_b_lta_has_archive_time_stamp_v3(signed_cases: dict[str, SignedCase], name: str) -> None:
-    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in",
-                              str(signed_cases[name].signed)], capture_output=True, text=True, check=True).stdout
+    printed = openssl_cms_print(signed_cases[name].signed)
     unsigned = printed.split("unsignedAttrs:", 1)[1]
     assert "0.4.0.1733.2.4" in unsigned
     assert "0.4.0.19122.1.5" in unsigned

@@ -24,7 +24,7 @@ import requests
 from signserver.core.signature_options import parse_signature_options
 from signserver.signing.sample import generate_sample_pdf
 from tests.harness import Client, Server
-from tests.verifiers import pdfsig_signatures
+from tests.verifiers import openssl_cms_print, openssl_cms_verify, pdfsig_signatures
 
 ORIGINAL = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -143,19 +143,6 @@ def original(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _openssl_cms_verify(signature: Path, content: Path, root_pem: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(content),
-         "-CAfile", str(root_pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )
-
-
-def _openssl_print(signature: Path) -> str:
-    return subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
-                          capture_output=True, text=True, check=True).stdout
-
-
 def _public_key_pem(result: Result, directory: Path) -> Path:
     """Extract the public key of the signer certificate that the request view shows, with OpenSSL."""
     certificate = directory / "signer.der"
@@ -169,7 +156,7 @@ def _public_key_pem(result: Result, directory: Path) -> Path:
 @pytest.mark.parametrize("name", ["cades-digest-sha256-b-t", "cades-digest-sha512-b-b", "cades-document-sha384"])
 def test_cades_verifies_against_original(results: dict[str, Result], original: Path, demo_root: Path,
                                          name: str) -> None:
-    verified = _openssl_cms_verify(results[name].signed, original, demo_root)
+    verified = openssl_cms_verify(results[name].signed, demo_root, original)
 
     assert verified.returncode == 0, verified.stderr
     assert "Verification successful" in verified.stderr
@@ -179,7 +166,7 @@ def test_cades_verifies_against_original(results: dict[str, Result], original: P
     ("cades-digest-sha256-b-t", "sha256"), ("cades-digest-sha512-b-b", "sha512"), ("cades-document-sha384", "sha384"),
 ])
 def test_cades_uses_requested_digest_algorithm(results: dict[str, Result], name: str, digest_algorithm: str) -> None:
-    signer_info = _openssl_print(results[name].signed).split("signerInfos:", 1)[1]
+    signer_info = openssl_cms_print(results[name].signed).split("signerInfos:", 1)[1]
     digest_line = signer_info.split("digestAlgorithm:", 1)[1].split("algorithm:", 1)[1]
     assert digest_line.split()[0] == digest_algorithm
 
@@ -188,7 +175,7 @@ def test_cades_digest_fails_against_other_file(results: dict[str, Result], demo_
     other = tmp_path / "other.xml"
     other.write_bytes(ORIGINAL.replace(b"0123", b"0124"))
 
-    verified = _openssl_cms_verify(results["cades-digest-sha256-b-t"].signed, other, demo_root)
+    verified = openssl_cms_verify(results["cades-digest-sha256-b-t"].signed, demo_root, other)
 
     assert verified.returncode != 0
 
@@ -196,7 +183,7 @@ def test_cades_digest_fails_against_other_file(results: dict[str, Result], demo_
 @pytest.mark.parametrize(("name", "has_timestamp"), [("cades-digest-sha256-b-t", True),
                                                       ("cades-digest-sha512-b-b", False)])
 def test_cades_digest_reaches_requested_level(results: dict[str, Result], name: str, has_timestamp: bool) -> None:
-    printed = _openssl_print(results[name].signed)
+    printed = openssl_cms_print(results[name].signed)
 
     assert ("id-smime-aa-timeStampToken" in printed) is has_timestamp
     assert "eContent: <ABSENT>" in printed

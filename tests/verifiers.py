@@ -2,8 +2,8 @@
 
 Each helper runs a tool that shares no code with the service. poppler's
 pdfsig (with NSS) checks PDF signatures, qpdf checks file structure,
-pdftotext extracts the text of a page area, and OpenSSL checks RFC 3161
-time-stamp tokens. pyHanko's validator reports the PAdES details that poppler
+pdftotext extracts the text of a page area, and OpenSSL checks CMS
+signatures and RFC 3161 time-stamp tokens. pyHanko's validator reports the PAdES details that poppler
 does not. The helpers start no services and keep no state, so any test may
 call them.
 
@@ -34,6 +34,8 @@ __all__ = [
     "qpdf_check",
     "pdftotext_area",
     "pyhanko_validate",
+    "openssl_cms_verify",
+    "openssl_cms_print",
     "openssl_ts_verify",
 ]
 
@@ -201,6 +203,28 @@ def pyhanko_validate(pdf: Path, root_pem: Path, password: str | None = None) -> 
         return _pyhanko_validate(Path(pdf), Path(root_pem), password)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
         return executor.submit(_pyhanko_validate, Path(pdf), Path(root_pem), password).result()
+
+
+def openssl_cms_verify(
+    signature: Path, ca_file: Path, content: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Verify a DER CMS signature with ``openssl cms -verify`` against the certificates in ``ca_file``.
+
+    ``content`` is the original file of a detached signature. Any key purpose
+    is accepted. OpenSSL exits with 0 and prints "Verification successful"
+    to stderr when the signature verifies.
+    """
+    command = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature),
+               "-CAfile", str(ca_file), "-purpose", "any", "-out", "/dev/null"]
+    if content is not None:
+        command += ["-content", str(content)]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def openssl_cms_print(signature: Path) -> str:
+    """Return the structure of a DER CMS signature as ``openssl cms -cmsout -print`` prints it."""
+    return subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
+                          capture_output=True, text=True, check=True).stdout
 
 
 def openssl_ts_verify(

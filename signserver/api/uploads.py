@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +21,56 @@ from aiohttp.http_exceptions import HttpProcessingError
 from signserver.core.submission import UploadedDocument
 from signserver.errors import InvalidInput, PayloadTooLarge
 
-__all__ = ["read_sign_request_upload"]
+__all__ = [
+    "StoredPart",
+    "check_multipart_request",
+    "parse_metadata_json",
+    "read_sign_request_upload",
+    "stream_part_to_file",
+]
 
 CHUNK_SIZE = 256 * 1024
 MAX_METADATA_BYTES = 64 * 1024
 
 
-async def _read_metadata(part: BodyPartReader) -> Any:
-    raw = await part.read(decode=True)
-    if len(raw) > MAX_METADATA_BYTES:
-        raise InvalidInput("metadata_invalid", reason=f"larger than {MAX_METADATA_BYTES} bytes")
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
+def check_multipart_request(request: web.Request, limit: int, *, expected: str) -> None:
+    """Reject a request before its body is read, unless it is multipart and may fit ``limit``.
+
+    Raises PayloadTooLarge when the declared Content-Length exceeds ``limit``
+    plus room for the small parts, and InvalidInput unsupported_media_type,
+    naming the ``expected`` parts, for another media type.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit + MAX_METADATA_BYTES:
+        raise PayloadTooLarge(limit=limit)
+    if not request.content_type.startswith("multipart/"):
+        raise InvalidInput("unsupported_media_type", content_type=request.content_type, expected=expected)
 
 
-async def _stream_document(part: BodyPartReader, directory: Path, limit: int) -> UploadedDocument:
+@dataclass(frozen=True)
+class StoredPart:
+    """A multipart part written to disk, with its SHA-256 (hex) and its size in bytes."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+async def stream_part_to_file(part: BodyPartReader, directory: Path, *, max_bytes: int, limit: int) -> StoredPart:
+    """Write ``part`` to a new file in ``directory``, hashing it as the chunks arrive.
+
+    Raises PayloadTooLarge, naming ``limit`` (the body-size limit), as soon
+    as the part grows beyond ``max_bytes``. The file is removed on any error.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{secrets.token_hex(12)}.upload"
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(path, "wb") as handle:
+        with path.open("wb") as handle:
             while chunk := await part.read_chunk(CHUNK_SIZE):
                 size += len(chunk)
-                if size > limit:
+                if size > max_bytes:
                     raise PayloadTooLarge(limit=limit)
                 digest.update(chunk)
                 handle.write(chunk)
@@ -54,8 +79,28 @@ async def _stream_document(part: BodyPartReader, directory: Path, limit: int) ->
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    return StoredPart(path=path, sha256=digest.hexdigest(), size=size)
+
+
+def parse_metadata_json(raw: bytes) -> Any:
+    """Parse a metadata part, raising InvalidInput ``metadata_invalid`` unless it is UTF-8 JSON."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
+
+
+async def _read_metadata(part: BodyPartReader) -> Any:
+    raw = await part.read(decode=True)
+    if len(raw) > MAX_METADATA_BYTES:
+        raise InvalidInput("metadata_invalid", reason=f"larger than {MAX_METADATA_BYTES} bytes")
+    return parse_metadata_json(raw)
+
+
+async def _stream_document(part: BodyPartReader, directory: Path, limit: int) -> UploadedDocument:
+    stored = await stream_part_to_file(part, directory, max_bytes=limit, limit=limit)
     name = os.path.basename(part.filename or "document.pdf")[:255] or "document.pdf"
-    return UploadedDocument(path=path, name=name, sha256=digest.hexdigest(), size=size)
+    return UploadedDocument(path=stored.path, name=name, sha256=stored.sha256, size=stored.size)
 
 
 async def read_sign_request_upload(
@@ -66,12 +111,7 @@ async def read_sign_request_upload(
     The document is None when the body has no document part, as for a
     request that sends only a digest. The core decides whether that is allowed.
     """
-    declared = request.content_length
-    if declared is not None and declared > limit + MAX_METADATA_BYTES:
-        raise PayloadTooLarge(limit=limit)
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("unsupported_media_type", content_type=request.content_type,
-                           expected="multipart/form-data (metadata + document)")
+    check_multipart_request(request, limit, expected="multipart/form-data (metadata + document)")
 
     metadata: Any = None
     document: UploadedDocument | None = None

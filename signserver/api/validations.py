@@ -22,10 +22,7 @@ slows other requests down.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
-import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,7 @@ from signserver.config import Settings
 from signserver.core.auth import SESSION_TOKEN_PREFIX
 from signserver.core.context import CoreContext
 from signserver.core.validations import record_document_validation
-from signserver.errors import InvalidInput, PayloadTooLarge
+from signserver.errors import InvalidInput
 from signserver.signing.report import (
     SUPPORTED_DIGEST_ALGORITHMS,
     normalise_digest_algorithm,
@@ -48,6 +45,13 @@ from signserver.signing.report import (
 from signserver.signing.report_trust import ValidationContextFactory, fetching_context_factory
 
 from .auth import bearer_token, require_application, require_official
+from .uploads import (
+    MAX_METADATA_BYTES,
+    StoredPart,
+    check_multipart_request,
+    parse_metadata_json,
+    stream_part_to_file,
+)
 
 __all__ = ["routes", "setup_validations"]
 
@@ -55,8 +59,6 @@ log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
-CHUNK_SIZE = 256 * 1024
-MAX_METADATA_BYTES = 64 * 1024
 MAX_PASSWORD_LENGTH = 1024
 # "pdf_password" is the name the sign requests use, and the one the pdf_password_required message gives.
 _METADATA_FIELDS = {"digest", "digest_algorithm", "password", "pdf_password"}
@@ -66,16 +68,9 @@ _FACTORY_KEY = "validation_context_factory"
 
 
 @dataclass
-class _StoredPart:
-    path: Path
-    sha256: str
-    size: int
-
-
-@dataclass
 class _ValidationUpload:
-    file: _StoredPart | None = None
-    content: _StoredPart | None = None
+    file: StoredPart | None = None
+    content: StoredPart | None = None
     metadata: Any = None
     password_part: str | None = None
 
@@ -209,15 +204,11 @@ async def _authenticated_caller(request: web.Request) -> tuple[str, str]:
 
 async def _read_upload(request: web.Request, directory: Path, limit: int) -> _ValidationUpload:
     """Stream the multipart parts to ``directory``; ``limit`` bounds the file and the content together."""
-    declared = request.content_length
-    if declared is not None and declared > limit + MAX_METADATA_BYTES:
-        raise PayloadTooLarge(limit=limit)
-    if not request.content_type.startswith("multipart/"):
-        raise InvalidInput("unsupported_media_type", content_type=request.content_type,
-                           expected="multipart/form-data (file, and optionally content and metadata)")
+    check_multipart_request(request, limit,
+                            expected="multipart/form-data (file, and optionally content and metadata)")
 
     upload = _ValidationUpload()
-    remaining = [limit]
+    remaining = limit
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -226,9 +217,11 @@ async def _read_upload(request: web.Request, directory: Path, limit: int) -> _Va
             if part.name in ("file", "content"):
                 if getattr(upload, part.name) is not None:
                     raise InvalidInput("invalid_request", reason=f"more than one {part.name} part")
-                setattr(upload, part.name, await _stream_part(part, directory, remaining, limit))
+                stored = await stream_part_to_file(part, directory, max_bytes=remaining, limit=limit)
+                remaining -= stored.size
+                setattr(upload, part.name, stored)
             elif part.name == "metadata":
-                upload.metadata = _parse_json(await _read_small_part(part, "metadata"))
+                upload.metadata = parse_metadata_json(await _read_small_part(part, "metadata"))
             elif part.name in _PASSWORD_PARTS:
                 upload.password_part = (await _read_small_part(part, part.name)).decode("utf-8", errors="strict")
             else:
@@ -244,28 +237,6 @@ async def _read_upload(request: web.Request, directory: Path, limit: int) -> _Va
     return upload
 
 
-async def _stream_part(part: BodyPartReader, directory: Path, remaining: list[int], limit: int) -> _StoredPart:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{secrets.token_hex(12)}.upload"
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with path.open("wb") as handle:
-            while chunk := await part.read_chunk(CHUNK_SIZE):
-                size += len(chunk)
-                remaining[0] -= len(chunk)
-                if remaining[0] < 0:
-                    raise PayloadTooLarge(limit=limit)
-                digest.update(chunk)
-                handle.write(chunk)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return _StoredPart(path=path, sha256=digest.hexdigest(), size=size)
-
-
 async def _read_small_part(part: BodyPartReader, name: str) -> bytes:
     raw = bytearray()
     while chunk := await part.read_chunk(8192):
@@ -273,13 +244,6 @@ async def _read_small_part(part: BodyPartReader, name: str) -> bytes:
         if len(raw) > MAX_METADATA_BYTES:
             raise InvalidInput("metadata_invalid", reason=f"the {name} part is larger than {MAX_METADATA_BYTES} bytes")
     return bytes(raw)
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
 
 
 def _dumps(value: Any) -> str:

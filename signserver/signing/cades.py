@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,20 +32,19 @@ from pyhanko.sign.validation.generic_cms import cms_basic_validation, collect_ti
 from pyhanko.sign.validation.status import StandardCMSSignatureStatus
 from pyhanko_certvalidator import ValidationContext
 
+from signserver.signing.baseline_levels import LONG_TERM_LEVELS
 from signserver.signing.cades_levels import (
-    LEVELS_WITH_VALIDATION_DATA,
     check_cades_level,
     reach_cades_level,
     requested_cades_level,
 )
 from signserver.signing.cades_validation_data import embedded_certificates, embedded_validation_context
 from signserver.signing.errors import SignatureValidationFailed, TimestampFailed
+from signserver.signing.files import digest_of_file, write_atomically
 from signserver.signing.keys import SigningKey, pyhanko_signer
 from signserver.signing.validate import SIGNER_KEY_USAGE, validation_context
 
 __all__ = ["CadesResult", "sign_cades", "sign_cades_digest", "ensure_cades_valid", "ensure_cades_digest_valid"]
-
-_READ_CHUNK_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -66,26 +63,7 @@ def _digest_file(path: Path, digest_algorithm: str, attached: bool) -> tuple[byt
     if attached:
         content = path.read_bytes()
         return hashlib.new(digest_algorithm, content).digest(), content
-    digest = hashlib.new(digest_algorithm)
-    with path.open("rb") as stream:
-        while chunk := stream.read(_READ_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.digest(), None
-
-
-def _write_atomically(path: Path, data: bytes) -> str:
-    """Write ``data`` to a temporary file beside ``path``, rename it into place, return its SHA-256 hex."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temporary_path = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    finally:
-        temporary_path.unlink(missing_ok=True)
-    return hashlib.sha256(data).hexdigest()
+    return digest_of_file(path, digest_algorithm), None
 
 
 async def sign_cades(
@@ -127,7 +105,7 @@ async def sign_cades(
     content_info = await reach_cades_level(content_info, level, timestamper=timestamper,
                                            validation_context=validation_context)
 
-    output_sha256 = await loop.run_in_executor(None, _write_atomically, Path(output_path), content_info.dump())
+    output_sha256 = await loop.run_in_executor(None, write_atomically, Path(output_path), content_info.dump())
     return CadesResult(output_digest_sha256=output_sha256, signing_time=signing_time, level=level)
 
 
@@ -155,7 +133,7 @@ async def sign_cades_digest(
     content_info = await _sign_digest(key, digest, digest_algorithm, timestamper, {"content_type": "data"},
                                       signing_time)
 
-    output_sha256 = await loop.run_in_executor(None, _write_atomically, Path(output_path), content_info.dump())
+    output_sha256 = await loop.run_in_executor(None, write_atomically, Path(output_path), content_info.dump())
     return CadesResult(
         output_digest_sha256=output_sha256,
         signing_time=signing_time,
@@ -206,7 +184,7 @@ async def ensure_cades_valid(
     if content_info["content_type"].native != "signed_data":
         raise SignatureValidationFailed(field_name=None, reason="the output is not a CMS SignedData")
     signed_data = content_info["content"]
-    if level in LEVELS_WITH_VALIDATION_DATA:
+    if level in LONG_TERM_LEVELS:
         context = embedded_validation_context(signed_data, trust_roots)
     else:
         context = validation_context(trust_roots)
@@ -215,8 +193,9 @@ async def ensure_cades_valid(
 
     embedded = signed_data["encap_content_info"]["content"]
     if embedded.native is not None:
-        original_sha256 = await asyncio.get_running_loop().run_in_executor(None, _sha256_hex_of_file, original_path)
-        if hashlib.sha256(embedded.native).hexdigest() != original_sha256:
+        loop = asyncio.get_running_loop()
+        original_digest = await loop.run_in_executor(None, digest_of_file, original_path, "sha256")
+        if hashlib.sha256(embedded.native).digest() != original_digest:
             raise SignatureValidationFailed(field_name=None, reason="the embedded content differs from the original")
 
         # The signature covers the signed attributes, whose message-digest is
@@ -300,11 +279,3 @@ def _raise_unless_sound(status: StandardCMSSignatureStatus, level: str) -> None:
     for passed, reason in checks:
         if not passed:
             raise SignatureValidationFailed(field_name=None, reason=reason)
-
-
-def _sha256_hex_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(_READ_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -29,6 +29,7 @@ from pyhanko.sign.validation.generic_cms import validate_tst_signed_data
 from pyhanko.sign.validation.status import TimestampSignatureStatus
 from pyhanko_certvalidator import ValidationContext
 
+from signserver.signing.baseline_levels import BASELINE_LEVELS, LONG_TERM_LEVELS, level_reaches
 from signserver.signing.cades_lta import (
     add_archive_timestamp,
     archive_timestamp_tokens,
@@ -46,28 +47,14 @@ from signserver.signing.cades_validation_data import (
 from signserver.signing.errors import CadesLevelNotReached, SignatureValidationFailed
 
 __all__ = [
-    "CADES_LEVELS",
-    "LEVELS_WITH_VALIDATION_DATA",
     "cades_level",
     "check_cades_level",
-    "level_at_least",
     "reach_cades_level",
     "requested_cades_level",
 ]
 
-# In increasing order: each level includes everything the lower ones require.
-CADES_LEVELS = ("B-B", "B-T", "B-LT", "B-LTA")
-LEVELS_WITH_VALIDATION_DATA = ("B-LT", "B-LTA")
-
 # Exceptions of asn1crypto on malformed DER. pyHanko's validation errors are ValueErrors too.
 _MALFORMED = (ValueError, TypeError, KeyError, IndexError)
-
-
-def level_at_least(reached: str, requested: str) -> bool:
-    """Return whether level ``reached`` ("none" or one of CADES_LEVELS) includes level ``requested``."""
-    if reached not in CADES_LEVELS:
-        return False
-    return CADES_LEVELS.index(reached) >= CADES_LEVELS.index(requested)
 
 
 def requested_cades_level(level: str | None, timestamper: TimeStamper | None) -> str:
@@ -78,8 +65,8 @@ def requested_cades_level(level: str | None, timestamper: TimeStamper | None) ->
     """
     if level is None:
         return "B-T" if timestamper is not None else "B-B"
-    if level not in CADES_LEVELS:
-        raise ValueError(f"level must be one of {', '.join(CADES_LEVELS)}, got {level!r}")
+    if level not in BASELINE_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(BASELINE_LEVELS)}, got {level!r}")
     if level != "B-B" and timestamper is None:
         raise ValueError(f"level {level} needs a timestamper")
     return level
@@ -95,7 +82,7 @@ async def reach_cades_level(content_info: cms.ContentInfo, level: str, *, timest
     result is read back with ``cades_level`` before it is returned.
     Raises TimestampFailed when the TSA gives no archive time-stamp.
     """
-    if level not in LEVELS_WITH_VALIDATION_DATA:
+    if level not in LONG_TERM_LEVELS:
         return content_info
     if validation_context is None:
         raise ValueError(f"level {level} needs a validation_context to fetch revocation values")
@@ -120,7 +107,7 @@ async def reach_cades_level(content_info: cms.ContentInfo, level: str, *, timest
         signed_data = embed_validation_data(signed_data, token_data)
 
     reached = cades_level(signed_data)
-    if not level_at_least(reached, level):
+    if not level_reaches(reached, level):
         raise CadesLevelNotReached(level=level, reason=f"the signature reaches only {reached}")
     return cms.ContentInfo({"content_type": "signed_data", "content": signed_data})
 
@@ -180,7 +167,7 @@ async def check_cades_level(signed_data: cms.SignedData, level: str, context: Va
     is ``embedded_validation_context``, so nothing is fetched.
     """
     reached = cades_level(signed_data, content=content)
-    if not level_at_least(reached, level):
+    if not level_reaches(reached, level):
         raise SignatureValidationFailed(field_name=None, reason=f"the signature reaches {reached}, not {level}")
     if level != "B-LTA":
         return

@@ -36,6 +36,7 @@ from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 from pyhanko.sign.validation.generic_cms import validate_sig_integrity
 
+from signserver.signing.embedded_validation_data import signed_data_certificates
 from signserver.signing.errors import TimestampFailed
 
 __all__ = [
@@ -255,7 +256,7 @@ def check_token_signature(token_signed_data: cms.SignedData, certificates: list[
     """
     token_signer_info = token_signed_data["signer_infos"][0]
     pool = list(certificates)
-    pool.extend(choice.chosen for choice in present(token_signed_data["certificates"]) if choice.name == "certificate")
+    pool.extend(signed_data_certificates(token_signed_data))
     tsa_certificate = find_signer_certificate(token_signer_info["sid"], pool)
     if tsa_certificate is None:
         return "the time-stamp token's TSA certificate is missing"

@@ -16,21 +16,24 @@ ValidationContext.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from asn1crypto import cms, crl, ocsp, x509
-from pyhanko.sign.general import find_cms_attribute_iter
-from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
 from pyhanko_certvalidator import CertificateValidator, ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, ValidationError
 
 from signserver.signing.cades_lta import archive_timestamp_tokens, find_signer_certificate, present
+from signserver.signing.embedded_validation_data import (
+    ValidationData,
+    ocsp_response_certificates,
+    signature_timestamp_tokens,
+    signed_data_certificates,
+    signed_data_validation_data,
+)
 from signserver.signing.errors import CadesLevelNotReached
 
 __all__ = [
-    "ValidationData",
     "collect_validation_data",
     "collect_token_validation_data",
     "embed_validation_data",
@@ -41,15 +44,6 @@ __all__ = [
 
 # Deeper chains than this are not followed. A root, issuing CAs and the end entity fit easily.
 _MAX_CHAIN_LENGTH = 10
-
-
-@dataclass
-class ValidationData:
-    """Certificates and revocation values to embed for B-LT."""
-
-    certificates: list[x509.Certificate] = field(default_factory=list)
-    crls: list[crl.CertificateList] = field(default_factory=list)
-    ocsps: list[ocsp.OCSPResponse] = field(default_factory=list)
 
 
 async def collect_validation_data(signed_data: cms.SignedData, validation_context: ValidationContext, *,
@@ -63,10 +57,10 @@ async def collect_validation_data(signed_data: cms.SignedData, validation_contex
     certificate is revoked.
     """
     chains = [await _validated_chain(signed_data, validation_context, level=level, extended_key_usage=set())]
-    for tst_signed_data in extract_tst_data_iter(signed_data["signer_infos"][0], signed=False):
+    for tst_signed_data in signature_timestamp_tokens(signed_data["signer_infos"][0]):
         chains.append(await _validated_chain(tst_signed_data, validation_context, level=level,
                                              extended_key_usage={"time_stamping"},
-                                             extra_certificates=_certificates(signed_data)))
+                                             extra_certificates=signed_data_certificates(signed_data)))
     return _pick_validation_data(chains, validation_context)
 
 
@@ -114,11 +108,12 @@ def embed_validation_data(signed_data: cms.SignedData, data: ValidationData) -> 
 
 def embedded_certificates(signed_data: cms.SignedData) -> list[x509.Certificate]:
     """Return the X.509 certificates of SignedData.certificates and of every time-stamp token of its signers."""
-    certificates = _certificates(signed_data)
+    certificates = signed_data_certificates(signed_data)
     for signer_info in signed_data["signer_infos"]:
-        tokens = list(find_cms_attribute_iter(signer_info["unsigned_attrs"], "signature_time_stamp_token"))
-        for token in tokens + archive_timestamp_tokens(signer_info):
-            certificates.extend(_certificates(token["content"]))
+        tokens = signature_timestamp_tokens(signer_info)
+        tokens += [token["content"] for token in archive_timestamp_tokens(signer_info)]
+        for token in tokens:
+            certificates.extend(signed_data_certificates(token))
     return certificates
 
 
@@ -128,9 +123,10 @@ def embedded_validation_context(signed_data: cms.SignedData, trust_roots: list[x
     Nothing is fetched and missing revocation values fail the validation
     ("hard-fail"), so a signature that validates with it is self-contained.
     """
-    crls, ocsps = _revocation_values(signed_data)
+    embedded = signed_data_validation_data(signed_data)
     return ValidationContext(trust_roots=list(trust_roots), other_certs=embedded_certificates(signed_data),
-                             crls=crls, ocsps=ocsps, allow_fetching=False, revocation_mode="hard-fail")
+                             crls=list(embedded.crls), ocsps=list(embedded.ocsps), allow_fetching=False,
+                             revocation_mode="hard-fail")
 
 
 def revocation_gaps(signed_data: cms.SignedData, signer_info: cms.SignerInfo) -> list[str]:
@@ -143,11 +139,12 @@ def revocation_gaps(signed_data: cms.SignedData, signer_info: cms.SignerInfo) ->
     signatures of the revocation values are not verified here. Returns one
     description per gap, empty when there is none.
     """
-    pool = _certificates(signed_data)
-    crls, ocsps = _revocation_values(signed_data)
+    embedded = signed_data_validation_data(signed_data)
+    pool = list(embedded.certificates)
+    crls, ocsps = embedded.crls, embedded.ocsps
     leaves: list[x509.Certificate | None] = [find_signer_certificate(signer_info["sid"], pool)]
-    for tst_signed_data in extract_tst_data_iter(signer_info, signed=False):
-        pool = pool + _certificates(tst_signed_data)
+    for tst_signed_data in signature_timestamp_tokens(signer_info):
+        pool = pool + signed_data_certificates(tst_signed_data)
         leaves.append(find_signer_certificate(tst_signed_data["signer_infos"][0]["sid"], pool))
 
     gaps: list[str] = []
@@ -181,7 +178,7 @@ async def _validated_chain(signed_data: cms.SignedData, validation_context: Vali
                            extended_key_usage: set[str], extra_certificates: Iterable[x509.Certificate] = ()
                            ) -> list[x509.Certificate]:
     """Validate the chain of the first signer of ``signed_data`` and return it, root first."""
-    certificates = _certificates(signed_data) + list(extra_certificates)
+    certificates = signed_data_certificates(signed_data) + list(extra_certificates)
     signer = find_signer_certificate(signed_data["signer_infos"][0]["sid"], certificates)
     if signer is None:
         raise CadesLevelNotReached(level=level, reason="the signer's certificate is not embedded")
@@ -205,10 +202,10 @@ def _pick_validation_data(chains: list[list[x509.Certificate]], validation_conte
     certificate suffices. Certificates that ``embedded_in`` has revocation
     values for are skipped.
     """
-    existing_crls, existing_ocsps = _revocation_values(embedded_in) if embedded_in is not None else ([], [])
-    data = ValidationData()
-    for chain in chains:
-        data.certificates.extend(chain)
+    existing = signed_data_validation_data(embedded_in) if embedded_in is not None else ValidationData()
+    certificates = [certificate for chain in chains for certificate in chain]
+    ocsps: list[ocsp.OCSPResponse] = []
+    crls: list[crl.CertificateList] = []
     done: set[bytes] = set()
     pending = [(subject, chain) for chain in chains for subject in chain]
     # Ends because each certificate is handled once and only responder certificates are added.
@@ -218,24 +215,24 @@ def _pick_validation_data(chains: list[list[x509.Certificate]], validation_conte
         if subject.dump() in done or issuer is None or subject.self_issued or subject.ocsp_no_check_value is not None:
             continue
         done.add(subject.dump())
-        if (_ocsp_responders(subject, issuer, existing_ocsps) is not None
-                or any(_crl_covers(item, subject) for item in existing_crls)):
+        if (_ocsp_responders(subject, issuer, existing.ocsps) is not None
+                or any(_crl_covers(item, subject) for item in existing.crls)):
             continue
 
         responses = [item for item in validation_context.ocsps if _ocsp_responders(subject, issuer, [item]) is not None]
         if responses:
             newest = max(responses, key=_produced_at)
-            data.ocsps.append(newest)
-            data.certificates.extend(_ocsp_certificates(newest))
+            ocsps.append(newest)
+            certificates.extend(ocsp_response_certificates(newest))
             # A delegated responder's certificate needs revocation values of its own.
             for responder in _ocsp_responders(subject, issuer, [newest]) or []:
                 if responder.dump() != issuer.dump():
                     pending.append((responder, pool + [responder]))
             continue
-        crls = [item for item in validation_context.crls if _crl_covers(item, subject)]
-        if crls:
-            data.crls.append(max(crls, key=lambda item: item["tbs_cert_list"]["this_update"].native))
-    return data
+        covering_crls = [item for item in validation_context.crls if _crl_covers(item, subject)]
+        if covering_crls:
+            crls.append(max(covering_crls, key=lambda item: item["tbs_cert_list"]["this_update"].native))
+    return ValidationData(tuple(certificates), tuple(ocsps), tuple(crls))
 
 
 def _produced_at(response: ocsp.OCSPResponse) -> datetime:
@@ -264,7 +261,7 @@ def _issuer_in(certificate: x509.Certificate, pool: list[x509.Certificate]) -> x
 
 
 def _ocsp_responders(subject: x509.Certificate, issuer: x509.Certificate,
-                     responses: list[ocsp.OCSPResponse]) -> list[x509.Certificate] | None:
+                     responses: Sequence[ocsp.OCSPResponse]) -> list[x509.Certificate] | None:
     """Return the responder certificates of the OCSP responses about ``subject``, or None if no response is about it.
 
     A response signed by the issuing CA itself names no responder certificate.
@@ -303,27 +300,8 @@ def _responder_certificates(basic: ocsp.BasicOCSPResponse) -> list[x509.Certific
     return found
 
 
-def _ocsp_certificates(response: ocsp.OCSPResponse) -> list[x509.Certificate]:
-    basic = response["response_bytes"]["response"].parsed
-    return present(basic["certs"])
-
-
 def _crl_covers(certificate_list: crl.CertificateList, subject: x509.Certificate) -> bool:
     return certificate_list["tbs_cert_list"]["issuer"] == subject.issuer
-
-
-def _revocation_values(signed_data: cms.SignedData) -> tuple[list[crl.CertificateList], list[ocsp.OCSPResponse]]:
-    crls, ocsps = [], []
-    for choice in _choices(signed_data["crls"]):
-        if choice.name == "crl":
-            crls.append(choice.chosen)
-        elif choice.chosen["other_rev_info_format"].native == "ocsp_response":
-            ocsps.append(choice.chosen["other_rev_info"])
-    return crls, ocsps
-
-
-def _certificates(signed_data: cms.SignedData) -> list[x509.Certificate]:
-    return [choice.chosen for choice in _choices(signed_data["certificates"]) if choice.name == "certificate"]
 
 
 def _choices(values: cms.CertificateSet | cms.RevocationInfoChoices) -> list:

@@ -6,11 +6,15 @@ time-stamp tokens. It may carry revocation data in the SignedData itself
 adbe-revocationInfoArchival signed attribute, or in the certificate-values
 and revocation-values unsigned attributes of RFC 5126. A PDF may keep all
 of them in its document security store (DSS) of ISO 32000-2.
+
+``offline_context`` builds a validation context from such data alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from asn1crypto import cms, core, crl, ocsp, x509
@@ -18,8 +22,19 @@ from pyhanko.pdf_utils.decode_limits import DecodePurpose
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import DocumentSecurityStore
 from pyhanko.sign.validation.errors import NoDSSFoundError
+from pyhanko_certvalidator import ValidationContext
 
-__all__ = ["ValidationData", "signature_timestamp_tokens", "cms_validation_data", "dss_validation_data"]
+__all__ = [
+    "ValidationData",
+    "signature_timestamp_tokens",
+    "signed_data_certificates",
+    "signed_data_validation_data",
+    "ocsp_response_certificates",
+    "cms_validation_data",
+    "read_dss",
+    "dss_validation_data",
+    "offline_context",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +46,7 @@ _REVOCATION_VALUES_OID = "1.2.840.113549.1.9.16.2.24"
 
 @dataclass(frozen=True)
 class ValidationData:
-    """Certificates, OCSP responses and CRLs found in a signature or a document."""
+    """Certificates, OCSP responses and CRLs that a signature or a document carries, or that are collected to embed."""
 
     certificates: tuple[x509.Certificate, ...] = ()
     ocsps: tuple[ocsp.OCSPResponse, ...] = ()
@@ -90,18 +105,13 @@ def cms_validation_data(signed_data: cms.SignedData, signer_info: cms.SignerInfo
     and revocation-values unsigned attributes. An attribute that cannot be
     parsed is left out.
     """
-    certificates = _certificates_of(signed_data)
-    ocsps: list[ocsp.OCSPResponse] = []
-    crls: list[crl.CertificateList] = []
-
-    for choice in signed_data["crls"] or ():
-        if choice.name == "crl":
-            crls.append(choice.chosen)
-        elif choice.chosen["other_rev_info_format"].native == "ocsp_response":
-            ocsps.append(choice.chosen["other_rev_info"])
+    in_signed_data = signed_data_validation_data(signed_data)
+    certificates = list(in_signed_data.certificates)
+    ocsps = list(in_signed_data.ocsps)
+    crls = list(in_signed_data.crls)
 
     for token in signature_timestamp_tokens(signer_info):
-        certificates += _certificates_of(token)
+        certificates += signed_data_certificates(token)
 
     for attribute in signer_info["signed_attrs"] or ():
         if attribute["type"].native != "adobe_revocation_info_archival":
@@ -127,19 +137,50 @@ def cms_validation_data(signed_data: cms.SignedData, signer_info: cms.SignerInfo
     return ValidationData(tuple(certificates), tuple(ocsps), tuple(crls))
 
 
-def _certificates_of(signed_data: cms.SignedData) -> list[x509.Certificate]:
+def signed_data_certificates(signed_data: cms.SignedData) -> list[x509.Certificate]:
+    """Return the X.509 certificates of SignedData.certificates, leaving out the other certificate formats."""
     return [choice.chosen for choice in signed_data["certificates"] or () if choice.name == "certificate"]
 
 
+def signed_data_validation_data(signed_data: cms.SignedData) -> ValidationData:
+    """Return the X.509 certificates and the revocation data of the SignedData itself.
+
+    SignedData.crls contains CRLs and, as RFC 5940 other revocation information,
+    OCSP responses. Revocation information of other formats is left out.
+    """
+    ocsps = []
+    crls = []
+    for choice in signed_data["crls"] or ():
+        if choice.name == "crl":
+            crls.append(choice.chosen)
+        elif choice.chosen["other_rev_info_format"].native == "ocsp_response":
+            ocsps.append(choice.chosen["other_rev_info"])
+    return ValidationData(tuple(signed_data_certificates(signed_data)), tuple(ocsps), tuple(crls))
+
+
+def ocsp_response_certificates(response: ocsp.OCSPResponse) -> list[x509.Certificate]:
+    """Return the certificates that a successful OCSP response carries, none for an unsuccessful one."""
+    if response["response_status"].native != "successful":
+        return []
+    return list(response["response_bytes"]["response"].parsed["certs"] or ())
+
+
+def read_dss(reader: PdfFileReader, revision: int | None = None) -> DocumentSecurityStore | None:
+    """Read the document security store (DSS), as of ``revision`` (0-based) if given, or None if there is none."""
+    handler = reader if revision is None else reader.get_historical_resolver(revision)
+    try:
+        return DocumentSecurityStore.read_dss(handler)
+    except NoDSSFoundError:
+        return None
+
+
 def dss_validation_data(reader: PdfFileReader, revision: int | None = None) -> ValidationData | None:
-    """Read the document security store (DSS), as of ``revision`` (0-based) if given.
+    """Read the certificates, OCSP responses and CRLs of the DSS, as of ``revision`` (0-based) if given.
 
     Returns None when the document, or that revision, has no DSS.
     """
-    handler = reader if revision is None else reader.get_historical_resolver(revision)
-    try:
-        dss = DocumentSecurityStore.read_dss(handler)
-    except NoDSSFoundError:
+    dss = read_dss(reader, revision)
+    if dss is None:
         return None
     ocsps = tuple(
         ocsp.OCSPResponse.load(reference.get_object().read_data(DecodePurpose.OCSP_RESPONSE))
@@ -156,3 +197,31 @@ def _wrap_basic_ocsp(basic: ocsp.BasicOCSPResponse) -> ocsp.OCSPResponse:
         "response_status": "successful",
         "response_bytes": {"response_type": "basic_ocsp_response", "response": basic},
     })
+
+
+def offline_context(
+    trust_roots: Sequence[x509.Certificate],
+    data: ValidationData,
+    *,
+    moment: datetime | None,
+    revocation_mode: str,
+) -> ValidationContext:
+    """Return a context that uses only ``data`` and never fetches.
+
+    ``revocation_mode`` is one of pyhanko-certvalidator's: "soft-fail",
+    "hard-fail" (revocation data for every certificate that names an OCSP
+    responder or a CRL distribution point) or "require" (revocation data for
+    every certificate below the trust root). Revocation data issued after
+    ``moment`` counts, because embedded data is usually collected after the
+    time it proves.
+    """
+    return ValidationContext(
+        trust_roots=list(trust_roots),
+        other_certs=list(data.certificates),
+        ocsps=list(data.ocsps),
+        crls=list(data.crls),
+        moment=moment,
+        allow_fetching=False,
+        revocation_mode=revocation_mode,
+        retroactive_revinfo=True,
+    )

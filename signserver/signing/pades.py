@@ -14,10 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +35,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
 
 from signserver.signing.appearance import appearance_style
+from signserver.signing.baseline_levels import BASELINE_LEVELS, LONG_TERM_LEVELS
 from signserver.signing.errors import (
     PadesLevelNotReached,
     PdfCertificationNotFirst,
@@ -49,11 +46,10 @@ from signserver.signing.errors import (
     PdfStampInvalid,
     TimestampFailed,
 )
+from signserver.signing.files import atomic_output
 from signserver.signing.fonts import nfc, stamp_font_path
 from signserver.signing.keys import SigningKey, pyhanko_signer
 from signserver.signing.pades_levels import (
-    LONG_TERM_LEVELS,
-    PADES_LEVELS,
     check_level_reached,
     presign_validation_error,
     relevant_validation_info,
@@ -63,7 +59,6 @@ from signserver.signing.stamp import StampSpec, stamp_text_params
 
 __all__ = [
     "DEFAULT_LEVEL",
-    "PADES_LEVELS",
     "SIGNATURE_CONTAINER_BYTES",
     "StampSpec",
     "PadesResult",
@@ -132,7 +127,7 @@ async def sign_pdf(
     ``digest_algorithm`` (sha256, sha384 or sha512) hashes the document and
     the signed attributes.
 
-    ``level`` is one of ``PADES_LEVELS``. B-B ignores ``timestamper``, which
+    ``level`` is one of ``BASELINE_LEVELS``. B-B ignores ``timestamper``, which
     the other levels need. B-LT and B-LTA also need ``validation_context``,
     which fetches the OCSP responses and CRLs of the signer's and the TSA's
     certificates and should require revocation data. The output either
@@ -191,7 +186,7 @@ async def sign_pdf(
             new_field_spec=_field_spec(field_name, stamp),
         )
 
-        with _atomic_output(output_path) as output:
+        with atomic_output(output_path) as output:
             validation_info = await _sign_into(pdf_signer, reader, output, text_params, signing_time, level)
             with pdf_parse_errors():
                 signed_reader = open_pdf_reader(output, password, require_signing_permission=False)
@@ -210,8 +205,8 @@ async def sign_pdf(
 def _check_level_arguments(
     level: str, timestamper: TimeStamper | None, validation_context: ValidationContext | None
 ) -> None:
-    if level not in PADES_LEVELS:
-        raise ValueError(f"level must be one of {', '.join(PADES_LEVELS)}, got {level!r}")
+    if level not in BASELINE_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(BASELINE_LEVELS)}, got {level!r}")
     if level != "B-B" and timestamper is None:
         raise ValueError(f"level {level} needs a timestamper")
     if level in LONG_TERM_LEVELS and validation_context is None:
@@ -409,21 +404,6 @@ def _field_spec(field_name: str, stamp: StampSpec | None) -> SigFieldSpec:
     if stamp is None:
         return SigFieldSpec(sig_field_name=field_name)
     return SigFieldSpec(sig_field_name=field_name, on_page=stamp.page - 1, box=stamp.box)
-
-
-@contextmanager
-def _atomic_output(path: Path) -> Iterator[BinaryIO]:
-    """Yield a temporary file beside ``path`` that replaces ``path`` only if the block succeeds."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temporary_path = Path(name)
-    try:
-        with os.fdopen(descriptor, "w+b") as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    finally:
-        temporary_path.unlink(missing_ok=True)
 
 
 def _sha256_of(stream: BinaryIO) -> str:

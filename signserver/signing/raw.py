@@ -16,11 +16,7 @@ result or a certificate that does not match the key is never handed out.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from asn1crypto import x509
 from cryptography.exceptions import InvalidSignature
@@ -45,10 +41,8 @@ __all__ = [
     "SignatureAlgorithmUnsupported",
     "SignatureAlgorithmKeyMismatch",
     "raw_signature_scheme",
-    "digest_of_file",
     "verify_raw_signature",
     "ensure_signer_certificate_trusted",
-    "write_signature_file",
 ]
 
 DIGEST_SIZES = {"sha256": 32, "sha384": 48, "sha512": 64}
@@ -69,7 +63,6 @@ ECDSA_WITH_DIGEST_OIDS = {
 SIGNATURE_ALGORITHMS = {"rsa_pkcs1v15": "RSA", "rsa_pss": "RSA", "ecdsa": "EC"}
 
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
-_READ_CHUNK_BYTES = 1024 * 1024
 
 
 class SignatureAlgorithmUnsupported(InvalidInput):
@@ -110,15 +103,6 @@ def raw_signature_scheme(signature_algorithm: str, key_type: str, digest_algorit
     if signature_algorithm == "rsa_pkcs1v15":
         return RawSignatureScheme(_oid_for(RSA_WITH_DIGEST_OIDS, digest_algorithm), "RSA_PKCS", digest_algorithm)
     return RawSignatureScheme(_oid_for(ECDSA_WITH_DIGEST_OIDS, digest_algorithm), "ECDSA", digest_algorithm)
-
-
-def digest_of_file(path: Path, digest_algorithm: str) -> bytes:
-    """Return the digest of the file at ``path``, read in chunks. It blocks, so run it in an executor."""
-    digest = hashlib.new(digest_algorithm)
-    with Path(path).open("rb") as stream:
-        while chunk := stream.read(_READ_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.digest()
 
 
 def verify_raw_signature(certificate: x509.Certificate, scheme: RawSignatureScheme, digest: bytes,
@@ -164,21 +148,6 @@ async def ensure_signer_certificate_trusted(key: SigningKey, trust_roots: list[x
         raise SignatureValidationFailed(
             field_name=None, reason=f"the signer's certificate is not trusted ({type(exc).__name__}: {exc})"[:300]
         ) from exc
-
-
-def write_signature_file(path: Path, signature: bytes) -> str:
-    """Write ``signature`` to a temporary file beside ``path``, rename it into place, return its SHA-256 hex."""
-    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temporary_path = Path(name)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(signature)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary_path, path)
-    finally:
-        temporary_path.unlink(missing_ok=True)
-    return hashlib.sha256(signature).hexdigest()
 
 
 def _oid_for(oids: dict[str, str], digest_algorithm: str) -> str:

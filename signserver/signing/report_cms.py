@@ -16,41 +16,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from asn1crypto import cms
+from asn1crypto import cms, x509
 from pyhanko.sign.general import CMSExtractionError, extract_certificate_info
 from pyhanko.sign.validation import generic_cms
 from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation.status import StandardCMSSignatureStatus
 
-from signserver.signing import report_text
 from signserver.signing.cades_levels import cades_level
-from signserver.signing.embedded_validation_data import ValidationData, cms_validation_data
+from signserver.signing.embedded_validation_data import ValidationData, cms_validation_data, offline_context
+from signserver.signing.files import digest_of_file
 from signserver.signing.report import (
     CoverageInfo,
     IntegrityInfo,
-    RevocationInfo,
     SignatureReport,
     ValidationContentUnexpected,
     ValidationDigestInvalid,
     ValidationDocumentUnrecognized,
 )
 from signserver.signing.report_fields import (
-    certificate_info,
-    chain_info,
+    build_signature_report,
     crypto_constraint,
     has_signing_certificate_attribute,
-    revocation_info,
-    timestamp_info,
 )
-from signserver.signing.report_indication import SignatureFacts, indicate
-from signserver.signing.report_trust import TrustSetup, check_signer_at, offline_context
+from signserver.signing.report_indication import SignatureFacts
+from signserver.signing.report_trust import TrustSetup, check_signer_at
 from signserver.signing.validate import SIGNER_KEY_USAGE
 
 __all__ = ["CmsReportParts", "cms_signature_reports"]
 
 log = structlog.get_logger(__name__)
 
-_READ_CHUNK_BYTES = 1024 * 1024
 # Exceptions that a damaged or hostile SignedData makes asn1crypto and pyHanko raise while it is read.
 _CMS_PARSE_ERRORS = (ValueError, TypeError, KeyError, IndexError, OverflowError, SignatureValidationError,
                      CMSExtractionError)
@@ -132,11 +127,7 @@ class _ContentDigests:
         if self.mode == "attached" and self._attached is not None:
             value = hashlib.new(algorithm, self._attached).digest()
         elif self.mode == "detached_file" and self._content_path is not None:
-            hasher = hashlib.new(algorithm)
-            with self._content_path.open("rb") as stream:
-                while chunk := stream.read(_READ_CHUNK_BYTES):
-                    hasher.update(chunk)
-            value = hasher.digest()
+            value = digest_of_file(self._content_path, algorithm)
         else:
             return None
         self._cache[algorithm] = value
@@ -189,31 +180,19 @@ async def _evaluate_signer(
     level = _cades_level(signed_data, signer_index, digests, timestamp_ok)
     facts = SignatureFacts(intact=intact, valid=status.valid, proof_of_existence=proof_time, chain=chain,
                            crypto_constraint=crypto_constraint(status))
-    indication, sub_indication, detail = indicate(facts)
 
-    coverage = CoverageInfo("attached_content" if digests.mode == "attached" else "detached_content")
-    report = SignatureReport(
-        id="",
-        field_name=None,
+    return build_signature_report(
+        facts,
         kind="cms",
-        format="CAdES" if has_signing_certificate else "CMS",
-        subfilter=None,
+        format_name="CAdES" if has_signing_certificate else "CMS",
+        coverage=CoverageInfo("attached_content" if digests.mode == "attached" else "detached_content"),
         level=level,
-        signer=certificate_info(signer_cert),
-        chain=chain_info(chain, signer_cert),
+        signer_cert=signer_cert,
+        chain=chain,
         signing_time=status.signer_reported_dt,
-        timestamp=timestamp_info(timestamp),
+        timestamp=timestamp,
         integrity=IntegrityInfo(intact, status.valid, status.md_algorithm, status.pkcs7_signature_mechanism),
-        revocation=revocation_info(chain),
-        coverage=coverage,
-        modifications=None,
-        indication=indication,
-        sub_indication=sub_indication,
-        detail=detail,
-        warnings=report_text.signature_warnings(timestamp, coverage),
-        summary=report_text.EMPTY,
     )
-    return report_text.with_summary(report)
 
 
 async def _validate_signer(
@@ -225,7 +204,7 @@ async def _validate_signer(
     trust: TrustSetup,
 ) -> StandardCMSSignatureStatus:
     """Validate one signer as pyHanko's ``async_validate_detached_cms`` does, with a known content digest."""
-    context = offline_context(trust.trust_roots, embedded, moment=None, revocation_required=False)
+    context = offline_context(trust.trust_roots, embedded, moment=None, revocation_mode="soft-fail")
     try:
         status_kwargs = await generic_cms.collect_timing_info(
             signer_info, ts_validation_context=context, raw_digest=_digest_callback(digests)
@@ -281,27 +260,6 @@ def _message_digest_attribute(signer_info: cms.SignerInfo) -> bytes | None:
     return None
 
 
-def _failed_report(facts: SignatureFacts, signer_cert) -> SignatureReport:  # noqa: ANN001 - Certificate or None
-    indication, sub_indication, detail = indicate(facts)
-    report = SignatureReport(
-        id="",
-        field_name=None,
-        kind="cms",
-        format="CMS",
-        subfilter=None,
-        level="none",
-        signer=certificate_info(signer_cert) if signer_cert is not None else None,
-        chain=chain_info(None, signer_cert),
-        signing_time=None,
-        timestamp=None,
-        integrity=IntegrityInfo(None, False, None, None),
-        revocation=RevocationInfo("unknown", None, None, None, None, "not checked"),
-        coverage=CoverageInfo("detached_content"),
-        modifications=None,
-        indication=indication,
-        sub_indication=sub_indication,
-        detail=detail,
-        warnings=[],
-        summary=report_text.EMPTY,
-    )
-    return report_text.with_summary(report)
+def _failed_report(facts: SignatureFacts, signer_cert: x509.Certificate | None) -> SignatureReport:
+    return build_signature_report(facts, kind="cms", format_name="CMS", coverage=CoverageInfo("detached_content"),
+                                  signer_cert=signer_cert)

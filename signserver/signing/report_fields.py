@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from asn1crypto import cms, x509
 from pyhanko.sign.validation.status import SignatureStatus, TimestampSignatureStatus
 
-from signserver.signing.report import CertificateInfo, ChainInfo, RevocationInfo, TimestampInfo
+from signserver.signing import report_text
+from signserver.signing.report import (
+    CertificateInfo,
+    ChainInfo,
+    CoverageInfo,
+    IntegrityInfo,
+    ModificationsInfo,
+    RevocationInfo,
+    SignatureReport,
+    TimestampInfo,
+)
+from signserver.signing.report_indication import SignatureFacts, indicate
 from signserver.signing.report_trust import ChainCheck
 
 __all__ = [
+    "build_signature_report",
     "certificate_info",
     "chain_info",
     "crypto_constraint",
@@ -90,3 +104,54 @@ def chain_info(chain: ChainCheck | None, signer: x509.Certificate | None) -> Cha
     if not partial and signer is not None:
         partial = [signer]
     return ChainInfo([certificate_info(c) for c in partial], None, False)
+
+
+def build_signature_report(
+    facts: SignatureFacts,
+    *,
+    kind: str,
+    format_name: str,
+    coverage: CoverageInfo,
+    field_name: str | None = None,
+    subfilter: str | None = None,
+    level: str = "none",
+    signer_cert: x509.Certificate | None = None,
+    chain: ChainCheck | None = None,
+    signing_time: datetime | None = None,
+    timestamp: TimestampSignatureStatus | None = None,
+    integrity: IntegrityInfo | None = None,
+    modifications: ModificationsInfo | None = None,
+) -> SignatureReport:
+    """Build a signature's report, with the indication that ``facts`` call for, its warnings and its summary.
+
+    The parts left out stay empty, as in the report of a signature whose
+    evaluation stopped early. Without ``chain``, the revocation status is
+    "unknown" and "not checked".
+    """
+    indication, sub_indication, detail = indicate(facts)
+    if chain is not None:
+        revocation = revocation_info(chain)
+    else:
+        revocation = RevocationInfo("unknown", None, None, None, None, "not checked")
+    report = SignatureReport(
+        id="",
+        field_name=field_name,
+        kind=kind,
+        format=format_name,
+        subfilter=subfilter,
+        level=level,
+        signer=certificate_info(signer_cert) if signer_cert is not None else None,
+        chain=chain_info(chain, signer_cert),
+        signing_time=signing_time,
+        timestamp=timestamp_info(timestamp),
+        integrity=integrity or IntegrityInfo(None, False, None, None),
+        revocation=revocation,
+        coverage=coverage,
+        modifications=modifications,
+        indication=indication,
+        sub_indication=sub_indication,
+        detail=detail,
+        warnings=report_text.signature_warnings(timestamp, coverage),
+        summary=report_text.EMPTY,
+    )
+    return report_text.with_summary(report)

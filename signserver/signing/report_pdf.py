@@ -9,11 +9,12 @@ baseline levels of ETSI EN 319 142-1 are read as follows:
   document time-stamp;
 - B-LT: also a document security store (DSS) whose certificates and
   revocation data validate the signer's and the TSA's chains without
-  network access;
-- B-LTA: also a valid document time-stamp over a revision whose DSS meets B-LT.
+  network access, with revocation data for every certificate below the
+  trust anchor;
+- B-LTA: also a document time-stamp over a revision whose DSS meets B-LT,
+  which itself validates from the latest DSS.
 
-pyHanko 0.38 no longer has ``validate_pdf_ltv_signature``, so the LT and LTA
-checks use pyhanko-certvalidator on the DSS contents (``report_trust``).
+``pades_levels.long_term_level`` makes the B-LT and B-LTA checks.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import structlog
-from asn1crypto import x509
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import DiffResult, ModificationLevel
@@ -42,30 +41,31 @@ from pyhanko.sign.validation.status import (
     TimestampSignatureStatus,
 )
 
-from signserver.signing import report_text
-from signserver.signing.embedded_validation_data import ValidationData, cms_validation_data, dss_validation_data
+from signserver.signing.embedded_validation_data import (
+    ValidationData,
+    cms_validation_data,
+    dss_validation_data,
+    offline_context,
+)
 from signserver.signing.errors import PdfInvalid
+from signserver.signing.pades_levels import TimestampProof, long_term_level
 from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors
 from signserver.signing.report import (
     CoverageInfo,
     DocumentTimestampReport,
     IntegrityInfo,
     ModificationsInfo,
-    RevocationInfo,
     SignatureReport,
 )
 from signserver.signing.report_fields import (
-    certificate_info,
-    chain_info,
+    build_signature_report,
     crypto_constraint,
     display_name,
     has_signing_certificate_attribute,
-    revocation_info,
-    timestamp_info,
 )
-from signserver.signing.report_indication import SignatureFacts, indicate
+from signserver.signing.report_indication import SignatureFacts
 from signserver.signing.report_pdf_raw import find_raw_signatures, raw_signature_report
-from signserver.signing.report_trust import TrustSetup, check_signer_at, long_term_data_complete, offline_context
+from signserver.signing.report_trust import TrustSetup, check_signer_at
 from signserver.signing.validate import SIGNER_KEY_USAGE
 
 __all__ = ["PdfReportParts", "pdf_signature_reports"]
@@ -91,15 +91,6 @@ class PdfReportParts:
     document_timestamps: list[DocumentTimestampReport]
     # None when the file's structure cannot be read.
     total_revisions: int | None
-
-
-@dataclass(frozen=True)
-class _TimestampProof:
-    """A valid, trusted time-stamp: its time, its TSA's certificate and the revision (0-based) it is in."""
-
-    time: datetime
-    tsa_certificate: x509.Certificate
-    revision: int
 
 
 async def pdf_signature_reports(path: Path, *, password: str | None, trust: TrustSetup) -> PdfReportParts:
@@ -212,7 +203,7 @@ def _load_signature(
 async def _document_timestamps(
     timestamps: list[EmbeddedPdfSignature], trust: TrustSetup, latest_dss: ValidationData | None,
     total_revisions: int,
-) -> tuple[list[DocumentTimestampReport], list[_TimestampProof]]:
+) -> tuple[list[DocumentTimestampReport], list[TimestampProof]]:
     reports = []
     proofs = []
     for embedded in timestamps:
@@ -231,7 +222,7 @@ async def _document_timestamps(
             embedded.signed_revision + 1, total_revisions,
         ))
         if status.intact and status.valid and status.trusted:
-            proofs.append(_TimestampProof(status.timestamp, status.signing_cert, embedded.signed_revision))
+            proofs.append(TimestampProof(status.timestamp, status.signing_cert, embedded.signed_revision))
     return reports, proofs
 
 
@@ -239,7 +230,7 @@ async def _validate_document_timestamp(
     embedded: EmbeddedPdfSignature, trust: TrustSetup, latest_dss: ValidationData | None
 ) -> DocumentTimestampStatus:
     data = cms_validation_data(embedded.signed_data, embedded.signer_info).merged(latest_dss)
-    context = offline_context(trust.trust_roots, data, moment=None, revocation_required=False)
+    context = offline_context(trust.trust_roots, data, moment=None, revocation_mode="soft-fail")
     try:
         return await async_validate_pdf_timestamp(embedded, validation_context=context)
     finally:
@@ -254,7 +245,7 @@ async def _signature_report(
     latest_dss: ValidationData | None,
     total_revisions: int,
     trailing_bytes: int,
-    proofs: list[_TimestampProof],
+    proofs: list[TimestampProof],
 ) -> SignatureReport | None:
     """Evaluate one signature, or return None when pyHanko cannot read it."""
     try:
@@ -276,11 +267,11 @@ async def _evaluate_signature(
     latest_dss: ValidationData | None,
     total_revisions: int,
     trailing_bytes: int,
-    proofs: list[_TimestampProof],
+    proofs: list[TimestampProof],
 ) -> SignatureReport:
     embedded_data = cms_validation_data(embedded.signed_data, embedded.signer_info).merged(latest_dss)
     signer_cert = embedded.signer_cert
-    context = offline_context(trust.trust_roots, embedded_data, moment=None, revocation_required=False)
+    context = offline_context(trust.trust_roots, embedded_data, moment=None, revocation_mode="soft-fail")
     try:
         status = await async_validate_pdf_signature(
             embedded, signer_validation_context=context, ts_validation_context=context,
@@ -300,8 +291,7 @@ async def _evaluate_signature(
 
     coverage = _coverage(status, embedded, total_revisions, trailing_bytes)
     modifications = _modifications(status, embedded)
-    level = await _pades_level(embedded, subfilter, status, trust, latest_dss, reader, proof=proof,
-                               later_proofs=later_proofs)
+    level = await _pades_level(embedded, subfilter, trust, proof=proof)
 
     facts = SignatureFacts(
         intact=status.intact,
@@ -314,41 +304,33 @@ async def _evaluate_signature(
         proof_of_existence=proof_time,
         chain=chain,
     )
-    indication, sub_indication, detail = indicate(facts)
 
-    report = SignatureReport(
-        id="",
-        field_name=str(embedded.field_name),
+    return build_signature_report(
+        facts,
         kind=_signature_kind(reader, embedded),
-        format=_format_name(subfilter),
+        format_name=_format_name(subfilter),
+        coverage=coverage,
+        field_name=str(embedded.field_name),
         subfilter=subfilter.lstrip("/"),
         level=level,
-        signer=certificate_info(signer_cert),
-        chain=chain_info(chain, signer_cert),
+        signer_cert=signer_cert,
+        chain=chain,
         signing_time=status.signer_reported_dt,
-        timestamp=timestamp_info(timestamp),
+        timestamp=timestamp,
         integrity=IntegrityInfo(status.intact, status.valid, status.md_algorithm, status.pkcs7_signature_mechanism),
-        revocation=revocation_info(chain),
-        coverage=coverage,
         modifications=modifications,
-        indication=indication,
-        sub_indication=sub_indication,
-        detail=detail,
-        warnings=report_text.signature_warnings(timestamp, coverage),
-        summary=report_text.EMPTY,
     )
-    return report_text.with_summary(report)
 
 
 def _proof_of_existence(
-    timestamp: TimestampSignatureStatus | None, later_proofs: list[_TimestampProof], signed_revision: int
-) -> _TimestampProof | None:
+    timestamp: TimestampSignatureStatus | None, later_proofs: list[TimestampProof], signed_revision: int
+) -> TimestampProof | None:
     """Return the time-stamp that proves the signature existed: its own, else the first later document one.
 
     A time-stamp counts only when it is intact, valid and from a trusted TSA.
     """
     if timestamp is not None and timestamp.intact and timestamp.valid and timestamp.trusted:
-        return _TimestampProof(timestamp.timestamp, timestamp.signing_cert, signed_revision)
+        return TimestampProof(timestamp.timestamp, timestamp.signing_cert, signed_revision)
     return later_proofs[0] if later_proofs else None
 
 
@@ -393,36 +375,13 @@ def _modifications(status: PdfSignatureStatus, embedded: EmbeddedPdfSignature) -
 
 
 async def _pades_level(
-    embedded: EmbeddedPdfSignature,
-    subfilter: str,
-    status: PdfSignatureStatus,
-    trust: TrustSetup,
-    latest_dss: ValidationData | None,
-    reader: PdfFileReader,
-    *,
-    proof: _TimestampProof | None,
-    later_proofs: list[_TimestampProof],
+    embedded: EmbeddedPdfSignature, subfilter: str, trust: TrustSetup, *, proof: TimestampProof | None
 ) -> str:
     if subfilter != PADES_SUBFILTER or not has_signing_certificate_attribute(embedded.signer_info):
         return "none"
     if proof is None:
         return "B-B"
-
-    proof_time = proof.time
-    signature_certificates = _signed_data_certificates(embedded)
-    chain_certificates = [status.signing_cert, proof.tsa_certificate]
-    if latest_dss is None or not await long_term_data_complete(
-        chain_certificates, trust.trust_roots, latest_dss.merged(signature_certificates), proof_time
-    ):
-        return "B-T"
-
-    for proof in later_proofs:
-        dss_then = dss_validation_data(reader, proof.revision)
-        if dss_then is not None and await long_term_data_complete(
-            chain_certificates, trust.trust_roots, dss_then.merged(signature_certificates), proof_time
-        ):
-            return "B-LTA"
-    return "B-LT"
+    return await long_term_level(embedded, proof, trust.trust_roots)
 
 
 def _one_line(text: str) -> str:
@@ -435,12 +394,6 @@ def _format_name(subfilter: str | None) -> str:
     if subfilter == PKCS7_SUBFILTER:
         return "PDF PKCS#7"
     return "PDF"
-
-
-def _signed_data_certificates(embedded: EmbeddedPdfSignature) -> ValidationData:
-    """Return the certificates of the CMS object and its time-stamp token, without revocation data."""
-    data = cms_validation_data(embedded.signed_data, embedded.signer_info)
-    return ValidationData(certificates=data.certificates)
 
 
 def _signature_kind(reader: PdfFileReader, embedded: EmbeddedPdfSignature) -> str:
@@ -475,30 +428,10 @@ def _unsigned_trailing_bytes(stream: BinaryIO, reader: PdfFileReader) -> int:
     return remaining
 
 
-def _unreadable_report(field_name: str, subfilter: str | None, detail: str,
-                       signer_cert: x509.Certificate | None = None) -> SignatureReport:
-    facts = SignatureFacts(format_error=detail)
-    indication, sub_indication, detail = indicate(facts)
-    report = SignatureReport(
-        id="",
-        field_name=str(field_name),
-        kind="approval",
-        format=_format_name(subfilter),
+def _unreadable_report(field_name: str, subfilter: str | None, detail: str) -> SignatureReport:
+    return build_signature_report(
+        SignatureFacts(format_error=detail), kind="approval", format_name=_format_name(subfilter),
+        coverage=CoverageInfo("partial"), field_name=str(field_name),
         subfilter=subfilter.lstrip("/") if subfilter else None,
-        level="none",
-        signer=certificate_info(signer_cert) if signer_cert is not None else None,
-        chain=chain_info(None, signer_cert),
-        signing_time=None,
-        timestamp=None,
-        integrity=IntegrityInfo(None, False, None, None),
-        revocation=RevocationInfo("unknown", None, None, None, None, "not checked"),
-        coverage=CoverageInfo("partial"),
-        modifications=None,
-        indication=indication,
-        sub_indication=sub_indication,
-        detail=detail,
-        warnings=[],
-        summary=report_text.EMPTY,
     )
-    return report_text.with_summary(report)
 

@@ -24,16 +24,10 @@ from pyhanko.sign.general import CMSExtractionError, extract_certificate_info
 from pyhanko.sign.validation import generic_cms
 from pyhanko.sign.validation.errors import SignatureValidationError
 
-from signserver.signing import report_text
 from signserver.signing.embedded_validation_data import cms_validation_data
-from signserver.signing.report import CoverageInfo, IntegrityInfo, RevocationInfo, SignatureReport
-from signserver.signing.report_fields import (
-    certificate_info,
-    chain_info,
-    has_signing_certificate_attribute,
-    revocation_info,
-)
-from signserver.signing.report_indication import SignatureFacts, indicate
+from signserver.signing.report import CoverageInfo, IntegrityInfo, SignatureReport
+from signserver.signing.report_fields import build_signature_report, has_signing_certificate_attribute
+from signserver.signing.report_indication import SignatureFacts
 from signserver.signing.report_trust import ChainCheck, TrustSetup, check_signer_at
 
 __all__ = ["RawSignature", "find_raw_signatures", "raw_signature_report"]
@@ -122,29 +116,10 @@ def _read_gap(byte_range: tuple[int, int, int, int], gap: bytes) -> RawSignature
 
 def _report(facts: SignatureFacts, signer_cert: x509.Certificate | None, chain: ChainCheck | None,
             integrity: IntegrityInfo | None, *, pades: bool = False) -> SignatureReport:
-    indication, sub_indication, detail = indicate(facts)
-    log.info("signature_report.raw_signature_checked", indication=indication, sub_indication=sub_indication)
-    report = SignatureReport(
-        id="",
-        field_name=None,
-        kind="approval",
-        format="PAdES" if pades else "PDF",
-        subfilter=None,
-        level="none",
-        signer=certificate_info(signer_cert) if signer_cert is not None else None,
-        chain=chain_info(chain, signer_cert),
-        signing_time=None,
-        timestamp=None,
-        integrity=integrity or IntegrityInfo(None, False, None, None),
-        revocation=(revocation_info(chain) if chain is not None
-                    else RevocationInfo("unknown", None, None, None, None, "not checked")),
-        coverage=CoverageInfo("unknown"),
-        modifications=None,
-        indication=indication,
-        sub_indication=sub_indication,
-        detail=detail,
-        warnings=[],
-        summary=report_text.EMPTY,
-    )
-    return report_text.with_summary(report)
+    report = build_signature_report(facts, kind="approval", format_name="PAdES" if pades else "PDF",
+                                    coverage=CoverageInfo("unknown"), signer_cert=signer_cert, chain=chain,
+                                    integrity=integrity)
+    log.info("signature_report.raw_signature_checked", indication=report.indication,
+             sub_indication=report.sub_indication)
+    return report
 

@@ -8,10 +8,6 @@ certificate's revocation status. It first uses only the validation data
 embedded in the signature or the document (``embedded_validation_data``),
 and fetches OCSP responses and CRLs through a ``ValidationContextFactory``
 only when that is not enough.
-
-It also checks the long-term (LT) condition of PAdES and CAdES: that the
-embedded data alone validates the signer's and the TSA's chains, revocation
-included.
 """
 
 from __future__ import annotations
@@ -39,7 +35,7 @@ from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBacken
 from pyhanko_certvalidator.fetchers.api import FetchLimits
 from pyhanko_certvalidator.path import ValidationPath
 
-from signserver.signing.embedded_validation_data import ValidationData
+from signserver.signing.embedded_validation_data import ValidationData, offline_context
 from signserver.signing.validate import SIGNER_KEY_USAGE
 
 __all__ = [
@@ -49,7 +45,6 @@ __all__ = [
     "ChainCheck",
     "fetching_context_factory",
     "check_signer_at",
-    "long_term_data_complete",
 ]
 
 log = structlog.get_logger(__name__)
@@ -170,26 +165,6 @@ def fetching_context_factory(
     return factory
 
 
-def offline_context(
-    trust_roots: Sequence[x509.Certificate],
-    data: ValidationData,
-    *,
-    moment: datetime | None,
-    revocation_required: bool,
-) -> ValidationContext:
-    """Return a context that uses only ``data`` and never fetches."""
-    return ValidationContext(
-        trust_roots=list(trust_roots),
-        other_certs=list(data.certificates),
-        ocsps=list(data.ocsps),
-        crls=list(data.crls),
-        moment=moment,
-        allow_fetching=False,
-        revocation_mode=_HARD_FAIL if revocation_required else _SOFT_FAIL,
-        retroactive_revinfo=True,
-    )
-
-
 async def check_signer_at(
     signer_cert: x509.Certificate,
     *,
@@ -205,7 +180,7 @@ async def check_signer_at(
     sound but the embedded data does not establish its revocation status,
     and only with ``allow_fetching``.
     """
-    offline = offline_context(trust.trust_roots, embedded, moment=moment, revocation_required=True)
+    offline = offline_context(trust.trust_roots, embedded, moment=moment, revocation_mode=_HARD_FAIL)
     try:
         first = await _validate_path(signer_cert, offline, moment, source="embedded")
     finally:
@@ -224,31 +199,6 @@ async def check_signer_at(
         log.info("signature_report.revocation_unknown", signer=signer_cert.subject.human_friendly,
                  detail=second.detail)
     return second
-
-
-async def long_term_data_complete(
-    certificates: Iterable[x509.Certificate],
-    trust_roots: Sequence[x509.Certificate],
-    data: ValidationData,
-    moment: datetime | None,
-) -> bool:
-    """Return whether ``data`` alone validates each certificate's path, revocation included, at ``moment``.
-
-    This is the LT condition of ETSI EN 319 142-1 and EN 319 122-1 for the
-    signer's and the TSA's certificates. Nothing is fetched.
-    """
-    for certificate in certificates:
-        context = offline_context(trust_roots, data, moment=moment, revocation_required=True)
-        try:
-            paths = context.path_builder.async_build_paths_lazy(certificate)
-            await find_valid_path(certificate, paths, validation_context=context)
-        except (ValidationError, PathBuildingError) as exc:
-            log.debug("signature_report.long_term_data_incomplete", certificate=certificate.subject.human_friendly,
-                      error=str(exc)[:200])
-            return False
-        finally:
-            await context.aclose()
-    return True
 
 
 async def _validate_path(

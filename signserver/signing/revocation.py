@@ -35,6 +35,7 @@ from pyhanko_certvalidator.util import get_ocsp_urls, get_relevant_crl_dps
 
 from signserver.config import Settings
 
+from .baseline_levels import LONG_TERM_LEVELS
 from .errors import (
     CertificateExpired,
     CertificateNotYetValid,
@@ -47,14 +48,10 @@ from .revocation_fetchers import ContextFetchers, FetchFailure, FetchSettings, S
 __all__ = [
     "RevocationFetcher",
     "CertificateCheck",
-    "LEVELS_NEEDING_REVOCATION",
     "revocation_required_for",
 ]
 
 log = structlog.get_logger(__name__)
-
-# B-LT and B-LTA embed revocation data (ETSI EN 319 142-1 section 6.3), so they cannot be reached without it.
-LEVELS_NEEDING_REVOCATION = frozenset({"B-LT", "B-LTA"})
 
 # asn1crypto's CRLReason names, mapped to the names of RFC 5280 section 5.3.1.
 _REASON_NAMES = {
@@ -73,7 +70,8 @@ _REASON_NAMES = {
 
 def revocation_required_for(level: str) -> bool:
     """Tell whether a signature of ``level`` (``B-B``, ``B-T``, ``B-LT``, ``B-LTA``) needs revocation data."""
-    return level.upper() in LEVELS_NEEDING_REVOCATION
+    # B-LT and B-LTA embed revocation data (ETSI EN 319 142-1 section 6.3), so they cannot be reached without it.
+    return level.upper() in LONG_TERM_LEVELS
 
 
 @dataclass(frozen=True)

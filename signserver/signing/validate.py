@@ -5,15 +5,9 @@ released: its newest signature must be intact, cryptographically valid,
 chained to a trust root and reach the requested PAdES level, and the
 signatures that were sound before it was added must still be sound.
 
-Levels are those of ETSI EN 319 142-1. B-T needs a signature time-stamp.
-B-LT needs the signer's and the TSA's certificates to validate at the
-signature time-stamp's time from the certificates, OCSP responses and CRLs
-in the document's DSS alone: nothing is fetched, and every certificate below
-the trust root needs revocation data. B-LTA also needs a document time-stamp
-after the signature, over a revision whose DSS satisfies B-LT, that itself
-validates from the DSS. pyHanko 0.38 no longer has the
-``validate_pdf_ltv_signature`` of its earlier versions, so
-``_long_term_level`` follows that function's approach.
+Levels are those of ETSI EN 319 142-1. B-T needs a valid signature
+time-stamp. B-LT and B-LTA are read by ``pades_levels.long_term_level``
+from the document's DSS alone, at the signature time-stamp's time.
 """
 
 from __future__ import annotations
@@ -25,16 +19,15 @@ from pathlib import Path
 
 import structlog
 from asn1crypto import x509
-from pyhanko.sign.validation import DocumentSecurityStore, async_validate_pdf_signature, async_validate_pdf_timestamp
-from pyhanko.sign.validation.errors import NoDSSFoundError
-from pyhanko.pdf_utils.rw_common import PdfHandler
+from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.pdf_embedded import EmbeddedPdfSignature
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import PdfSignatureStatus
 from pyhanko_certvalidator import ValidationContext
 
+from signserver.signing.baseline_levels import BASELINE_LEVELS, level_reaches
 from signserver.signing.errors import PadesLevelNotReached, SignatureValidationFailed
-from signserver.signing.pades_levels import PADES_LEVELS, level_reaches
+from signserver.signing.pades_levels import TimestampProof, long_term_level
 from signserver.signing.revocation import RevocationFetcher
 from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors
 
@@ -43,8 +36,6 @@ __all__ = ["SignatureReport", "validate_pdf", "ensure_signed_pdf_valid", "valida
 log = structlog.get_logger(__name__)
 
 _PADES_SUBFILTER = "/ETSI.CAdES.detached"
-# Bound on the document time-stamps examined for B-LTA, per signature.
-_MAX_DOCUMENT_TIMESTAMPS = 100
 
 # Personal signing certificates carry nonRepudiation (contentCommitment),
 # while agency seal certificates may carry only digitalSignature
@@ -163,8 +154,8 @@ async def ensure_signed_pdf_valid(
     were already broken do not block the new signature.
     Returns the report of the last signature.
     """
-    if level not in PADES_LEVELS:
-        raise ValueError(f"level must be one of {', '.join(PADES_LEVELS)}, got {level!r}")
+    if level not in BASELINE_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(BASELINE_LEVELS)}, got {level!r}")
     reports = await validate_pdf(path, trust_roots, password, last_only=original_path is None)
     if not reports:
         raise SignatureValidationFailed(field_name=None, reason="the document contains no signature")
@@ -257,95 +248,8 @@ async def _level(
     timestamp = status.timestamp_validity
     if timestamp is None:
         return "B-B"
-    if not (timestamp.intact and timestamp.valid and timestamp.trusted):
+    # A long-term level needs a signature and a signature time-stamp that both verify.
+    if not (timestamp.intact and timestamp.valid and timestamp.trusted and status.intact and status.valid):
         return "B-T"
-    return await _long_term_level(embedded_signature, trust_roots, timestamp.timestamp)
-
-
-async def _long_term_level(
-    embedded_signature: EmbeddedPdfSignature, trust_roots: Sequence[x509.Certificate], timestamp_time: datetime
-) -> str:
-    """Return B-LTA, B-LT or B-T for a signature whose signature time-stamp validated at ``timestamp_time``."""
-    reader = embedded_signature.reader
-    latest_store = _read_store(reader)
-    if latest_store is None or not await _validates_from_store(
-        embedded_signature, latest_store, trust_roots, timestamp_time
-    ):
-        return "B-T"
-
-    later_timestamps = [timestamp for timestamp in reader.embedded_timestamp_signatures
-                        if timestamp.signed_revision > embedded_signature.signed_revision]
-    for document_timestamp in later_timestamps[:_MAX_DOCUMENT_TIMESTAMPS]:
-        covered_store = _read_store(reader.get_historical_resolver(document_timestamp.signed_revision))
-        if covered_store is None:
-            continue
-        if not await _validates_from_store(embedded_signature, covered_store, trust_roots, timestamp_time):
-            continue
-        if await _document_timestamp_validates(document_timestamp, latest_store, trust_roots):
-            return "B-LTA"
-    return "B-LT"
-
-
-def _read_store(handler: PdfHandler) -> DocumentSecurityStore | None:
-    try:
-        return DocumentSecurityStore.read_dss(handler)
-    except NoDSSFoundError:
-        return None
-
-
-def _store_context(
-    store: DocumentSecurityStore, trust_roots: Sequence[x509.Certificate], moment: datetime
-) -> ValidationContext:
-    """Return a context with only ``store``'s data that requires revocation data for every certificate.
-
-    Revocation data issued after ``moment`` counts, because a DSS is usually
-    filled after the time it proves: pyHanko adds it after the signature.
-    """
-    return store.as_validation_context({
-        "trust_roots": list(trust_roots),
-        "allow_fetching": False,
-        "revocation_mode": "require",
-        "moment": moment,
-        "retroactive_revinfo": True,
-    })
-
-
-async def _validates_from_store(
-    embedded_signature: EmbeddedPdfSignature,
-    store: DocumentSecurityStore,
-    trust_roots: Sequence[x509.Certificate],
-    moment: datetime,
-) -> bool:
-    """Return whether the signature and its time-stamp validate at ``moment`` from ``store`` alone."""
-    try:
-        status = await async_validate_pdf_signature(
-            embedded_signature,
-            signer_validation_context=_store_context(store, trust_roots, moment),
-            ts_validation_context=_store_context(store, trust_roots, moment),
-            key_usage_settings=SIGNER_KEY_USAGE,
-            skip_diff=True,
-        )
-    except PDF_PARSE_ERRORS as exc:
-        log.warning("pdf_signature.long_term_check_failed", field_name=embedded_signature.field_name,
-                    error=f"{type(exc).__name__}: {exc}"[:200])
-        return False
-    timestamp = status.timestamp_validity
-    return (status.intact and status.valid and status.trusted and timestamp is not None
-            and timestamp.intact and timestamp.valid and timestamp.trusted)
-
-
-async def _document_timestamp_validates(
-    document_timestamp: EmbeddedPdfSignature, store: DocumentSecurityStore, trust_roots: Sequence[x509.Certificate]
-) -> bool:
-    """Return whether a document time-stamp validates, at its own time, from ``store`` alone."""
-    try:
-        token_info = document_timestamp.signed_data["encap_content_info"]["content"].parsed
-        moment = token_info["gen_time"].native
-        status = await async_validate_pdf_timestamp(
-            document_timestamp, validation_context=_store_context(store, trust_roots, moment), skip_diff=True
-        )
-    except PDF_PARSE_ERRORS as exc:
-        log.warning("pdf_timestamp.long_term_check_failed", field_name=document_timestamp.field_name,
-                    error=f"{type(exc).__name__}: {exc}"[:200])
-        return False
-    return status.intact and status.valid and status.trusted
+    proof = TimestampProof(timestamp.timestamp, timestamp.signing_cert, embedded_signature.signed_revision)
+    return await long_term_level(embedded_signature, proof, trust_roots)

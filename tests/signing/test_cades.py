@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from signserver.signing.cades import ensure_cades_valid, sign_cades
 from signserver.signing.errors import SignatureValidationFailed
+from tests.verifiers import openssl_cms_verify
 
 CONTENT = "<HoSo><MaHoSo>000.00.01.H01-261204-0001</MaHoSo></HoSo>\n".encode() * 1000
 
@@ -21,21 +21,13 @@ def original(tmp_path: Path) -> Path:
     return path
 
 
-def _openssl_verify_detached(signature: Path, content: Path, chain_pem: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(content),
-         "-CAfile", str(chain_pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )
-
-
 @pytest.mark.parametrize("key_name", ["rsa_signer", "ec_signer"])
 async def test_sign_cades_detached_verified_by_openssl(pki, timestamper, original, tmp_path, key_name):
     output = tmp_path / "signed.p7s"
 
     result = await sign_cades(original, output, key=getattr(pki, key_name), timestamper=timestamper, attached=False)
 
-    verified = _openssl_verify_detached(output, original, pki.chain_pem)
+    verified = openssl_cms_verify(output, pki.chain_pem, original)
     assert verified.returncode == 0, verified.stderr
     assert result.level == "B-T"
     assert result.output_digest_sha256 == hashlib.sha256(output.read_bytes()).hexdigest()

@@ -35,6 +35,7 @@ from signserver.signing.keys import SigningKey
 from signserver.signing.validate import SIGNER_KEY_USAGE
 from tests.certomancer_pki import CertomancerPki, start_certomancer_pki
 from tests.hsm.conftest import hsm, softhsm_tokens  # noqa: F401 - pytest fixtures: the SoftHSM2 token
+from tests.verifiers import openssl_cms_verify
 
 LEVELS = ("B-B", "B-T", "B-LT", "B-LTA")
 CASES = [(level, attached) for level in LEVELS for attached in (False, True)]
@@ -129,14 +130,6 @@ def signed(hsm, hsm_keys: dict[str, HsmKey], lt_pki: CertomancerPki, original: P
 
 def _signed_data(path: Path) -> cms.SignedData:
     return cms.ContentInfo.load(path.read_bytes())["content"]
-
-
-def _openssl_cms_verify(case: Signed, original: Path, root_pem: Path) -> subprocess.CompletedProcess[str]:
-    command = ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(case.path),
-               "-CAfile", str(root_pem), "-purpose", "any", "-out", "/dev/null"]
-    if not case.attached:
-        command += ["-content", str(original)]
-    return subprocess.run(command, capture_output=True, text=True)
 
 
 # A small DER reader, independent of asn1crypto, for recomputing what the archive time-stamp covers.
@@ -272,7 +265,7 @@ def _flip_byte(data: bytes, needle: bytes, position: int) -> bytes:
 def test_openssl_verifies_each_level(signed, original, root_pem, level, attached):
     case = signed[(level, attached)]
 
-    verified = _openssl_cms_verify(case, original, root_pem)
+    verified = openssl_cms_verify(case.path, root_pem, None if case.attached else original)
 
     assert verified.returncode == 0, verified.stderr
     assert "Verification successful" in verified.stderr

@@ -48,7 +48,7 @@ from tests.signing.conftest import (
     to_asn1,
     write_pdf,
 )
-from tests.verifiers import make_nss_trust_db, pdfsig_signatures
+from tests.verifiers import make_nss_trust_db, openssl_cms_print, openssl_cms_verify, pdfsig_signatures
 
 # name: (key type, RSA modulus bits or EC curve)
 KEY_SPECS: dict[str, tuple[str, int | str]] = {
@@ -150,18 +150,9 @@ def _public_key_der(private_key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _openssl_cms_verify(signature: Path, content: Path, root_pem: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", str(signature), "-content", str(content),
-         "-CAfile", str(root_pem), "-purpose", "any", "-out", "/dev/null"],
-        capture_output=True, text=True,
-    )
-
-
 def _openssl_signer_digest(signature: Path) -> str:
     """Return the SignerInfo digestAlgorithm as ``openssl cms -cmsout -print`` names it."""
-    printed = subprocess.run(["openssl", "cms", "-cmsout", "-print", "-inform", "DER", "-in", str(signature)],
-                             capture_output=True, text=True, check=True).stdout
+    printed = openssl_cms_print(signature)
     signer_info = printed.split("signerInfos:", 1)[1]
     digest_line = signer_info.split("digestAlgorithm:", 1)[1].split("algorithm:", 1)[1]
     return digest_line.split()[0]
@@ -194,7 +185,7 @@ async def test_cades_detached_verified_by_openssl(matrix: KeyMatrix, tmp_path: P
     await sign_cades(matrix.original, output, key=matrix.keys[key_name].key, timestamper=None, attached=False,
                      digest_algorithm=digest_algorithm)
 
-    verified = _openssl_cms_verify(output, matrix.original, matrix.root_pem)
+    verified = openssl_cms_verify(output, matrix.root_pem, matrix.original)
     assert verified.returncode == 0, verified.stderr
     assert "Verification successful" in verified.stderr
     assert _openssl_signer_digest(output) == digest_algorithm
@@ -211,7 +202,7 @@ async def test_cades_digest_b_t_verified_by_openssl(matrix: KeyMatrix, tmp_path:
                                      digest_algorithm=digest_algorithm)
 
     # The service never saw the file, yet OpenSSL verifies the signature over it.
-    verified = _openssl_cms_verify(output, matrix.original, matrix.root_pem)
+    verified = openssl_cms_verify(output, matrix.root_pem, matrix.original)
     assert verified.returncode == 0, verified.stderr
     assert result.level == "B-T"
     await ensure_cades_digest_valid(output, digest, matrix.trust_roots, level="B-T")
@@ -225,7 +216,7 @@ async def test_cades_digest_of_other_file_rejected(matrix: KeyMatrix, tmp_path: 
     other = tmp_path / "other.xml"
     other.write_bytes(CONTENT + b"<!-- changed -->")
 
-    verified = _openssl_cms_verify(output, other, matrix.root_pem)
+    verified = openssl_cms_verify(output, matrix.root_pem, other)
     assert verified.returncode != 0
     with pytest.raises(SignatureValidationFailed):
         await ensure_cades_digest_valid(output, hashlib.sha256(other.read_bytes()).digest(), matrix.trust_roots,
