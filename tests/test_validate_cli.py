@@ -173,3 +173,19 @@ def test_validate_cli_corpus_signed_pdf(cli_samples: CliSamples, corpus_dir: Pat
     [signature] = json.loads(result.stdout)["signatures"]
     assert signature["signer"]["common_name"] == "Adobe Acrobat Sign"
     assert signature["sub_indication"] == "NO_CERTIFICATE_CHAIN_FOUND"
+
+
+def test_validate_cli_b_lt_days_later(cli_samples: CliSamples) -> None:
+    # libfaketime moves the command's clock two days on: the embedded OCSP responses (valid 10 minutes)
+    # are then stale, and the B-LT signature must still validate from them at its time-stamp's time.
+    result = subprocess.run(["faketime", "-f", "+2d", SIGNSERVER, "validate", str(cli_samples.signed), "--json"],
+                            env=service_env(cli_samples.home), capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    signature = report["signatures"][0]
+    assert report["indication"] == "TOTAL-PASSED"
+    assert signature["level"] == "B-LT"
+    assert signature["timestamp"]["trusted"] is True
+    assert signature["revocation"]["status"] == "good"
+    assert signature["revocation"]["source"] == "embedded"

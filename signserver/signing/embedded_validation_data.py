@@ -95,6 +95,29 @@ def signature_timestamp_tokens(signer_info: cms.SignerInfo) -> list[cms.SignedDa
     return tokens
 
 
+def timestamp_time(token: cms.SignedData) -> datetime | None:
+    """Return the genTime of an RFC 3161 time-stamp token's TSTInfo, or None when it cannot be read."""
+    try:
+        return token["encap_content_info"]["content"].parsed["gen_time"].native
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def timestamp_context(
+    trust_roots: Sequence[x509.Certificate], data: ValidationData, tokens: Sequence[cms.SignedData]
+) -> ValidationContext:
+    """Return an offline context that validates time-stamp ``tokens`` at the time they give.
+
+    The TSA's certificate path is checked as it was when the token was made,
+    with the revocation data collected afterwards (usually at signing). Checked
+    now, the embedded OCSP responses would be stale minutes after signing, and
+    a B-LT signature would lose its proof of existence once the responders are
+    unreachable. Without a readable time, the context validates at the current time.
+    """
+    times = [moment for moment in (timestamp_time(token) for token in tokens) if moment is not None]
+    return offline_context(trust_roots, data, moment=min(times) if times else None, revocation_mode="soft-fail")
+
+
 def cms_validation_data(signed_data: cms.SignedData, signer_info: cms.SignerInfo) -> ValidationData:
     """Collect the certificates and revocation data that a CMS signature carries.
 

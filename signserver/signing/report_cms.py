@@ -23,7 +23,13 @@ from pyhanko.sign.validation.errors import SignatureValidationError
 from pyhanko.sign.validation.status import StandardCMSSignatureStatus
 
 from signserver.signing.cades_levels import cades_level
-from signserver.signing.embedded_validation_data import ValidationData, cms_validation_data, offline_context
+from signserver.signing.embedded_validation_data import (
+    ValidationData,
+    cms_validation_data,
+    offline_context,
+    signature_timestamp_tokens,
+    timestamp_context,
+)
 from signserver.signing.files import digest_of_file
 from signserver.signing.report import (
     CoverageInfo,
@@ -205,9 +211,10 @@ async def _validate_signer(
 ) -> StandardCMSSignatureStatus:
     """Validate one signer as pyHanko's ``async_validate_detached_cms`` does, with a known content digest."""
     context = offline_context(trust.trust_roots, embedded, moment=None, revocation_mode="soft-fail")
+    ts_context = timestamp_context(trust.trust_roots, embedded, signature_timestamp_tokens(signer_info))
     try:
         status_kwargs = await generic_cms.collect_timing_info(
-            signer_info, ts_validation_context=context, raw_digest=_digest_callback(digests)
+            signer_info, ts_validation_context=ts_context, raw_digest=_digest_callback(digests)
         )
         # An attached signature is hashed by pyHanko from its eContent.
         raw_digest = None if digests.mode == "attached" else content_digest
@@ -217,6 +224,7 @@ async def _validate_signer(
         )
     finally:
         await context.aclose()
+        await ts_context.aclose()
     return StandardCMSSignatureStatus(**status_kwargs)
 
 

@@ -46,6 +46,8 @@ from signserver.signing.embedded_validation_data import (
     cms_validation_data,
     dss_validation_data,
     offline_context,
+    signature_timestamp_tokens,
+    timestamp_context,
 )
 from signserver.signing.errors import PdfInvalid
 from signserver.signing.pades_levels import TimestampProof, long_term_level
@@ -230,7 +232,7 @@ async def _validate_document_timestamp(
     embedded: EmbeddedPdfSignature, trust: TrustSetup, latest_dss: ValidationData | None
 ) -> DocumentTimestampStatus:
     data = cms_validation_data(embedded.signed_data, embedded.signer_info).merged(latest_dss)
-    context = offline_context(trust.trust_roots, data, moment=None, revocation_mode="soft-fail")
+    context = timestamp_context(trust.trust_roots, data, [embedded.signed_data])
     try:
         return await async_validate_pdf_timestamp(embedded, validation_context=context)
     finally:
@@ -272,13 +274,15 @@ async def _evaluate_signature(
     embedded_data = cms_validation_data(embedded.signed_data, embedded.signer_info).merged(latest_dss)
     signer_cert = embedded.signer_cert
     context = offline_context(trust.trust_roots, embedded_data, moment=None, revocation_mode="soft-fail")
+    ts_context = timestamp_context(trust.trust_roots, embedded_data, signature_timestamp_tokens(embedded.signer_info))
     try:
         status = await async_validate_pdf_signature(
-            embedded, signer_validation_context=context, ts_validation_context=context,
+            embedded, signer_validation_context=context, ts_validation_context=ts_context,
             key_usage_settings=SIGNER_KEY_USAGE,
         )
     finally:
         await context.aclose()
+        await ts_context.aclose()
 
     timestamp = status.timestamp_validity
     later_proofs = [proof for proof in proofs if proof.revision > embedded.signed_revision]
