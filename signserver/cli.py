@@ -136,9 +136,14 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
                      f"revoked at {entry.revoked_at.isoformat()}; left as it is.")
                 return 0
             _say(f"Đã thu hồi chứng thư số của {args.credential_id} (số hiệu {entry.serial_number:x}, "
-                 f"lý do {entry.reason}) tại CA thử nghiệm. OCSP và CRL của dịch vụ báo ngay tình trạng này.",
+                 f"lý do {entry.reason}) tại CA thử nghiệm. OCSP và CRL của CA báo ngay tình trạng này; "
+                 f"dịch vụ đang chạy ngừng ký bằng chứng thư này chậm nhất sau "
+                 f"{settings.revocation_cache_max_age.total_seconds():.0f} giây "
+                 f"(SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS).",
                  f"Revoked the certificate of {args.credential_id} (serial {entry.serial_number:x}, "
-                 f"reason {entry.reason}) at the demo CA. The service's OCSP and CRL report it at once.")
+                 f"reason {entry.reason}) at the demo CA. The CA's OCSP and CRL report it at once; a running "
+                 f"service stops signing with it within {settings.revocation_cache_max_age.total_seconds():.0f} s "
+                 f"(SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS).")
             return 0
         certificate = asyncio.run(reissue_credential(
             settings, args.credential_id, not_before=args.not_before, not_after=args.not_after))

@@ -59,7 +59,7 @@ class Settings:
     # longest time a fetched response is reused (it is dropped earlier at its nextUpdate).
     revocation_timeout_seconds: int = 5
     revocation_max_response_bytes: int = 10 * 1024 * 1024
-    revocation_cache_max_age: timedelta = timedelta(hours=1)
+    revocation_cache_max_age: timedelta = timedelta(seconds=60)
     # A directory of extra trusted root certificates (PEM or DER), added to the demo root.
     trust_anchors_dir: Path | None = None
     # Base URL of the demo CA's OCSP, CRL and certificate services, written into the certificates
@@ -100,7 +100,7 @@ class Settings:
             csc_refresh_token_ttl=timedelta(seconds=_int_env("SIGNSERVER_CSC_REFRESH_TOKEN_TTL_SECONDS", 7 * 86400)),
             revocation_timeout_seconds=_int_env("SIGNSERVER_REVOCATION_TIMEOUT_SECONDS", 5),
             revocation_max_response_bytes=_int_env("SIGNSERVER_REVOCATION_MAX_BYTES", 10 * 1024 * 1024),
-            revocation_cache_max_age=timedelta(seconds=_int_env("SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS", 3600)),
+            revocation_cache_max_age=timedelta(seconds=_int_env("SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS", 60)),
             trust_anchors_dir=Path(os.environ["SIGNSERVER_TRUST_ANCHORS"]).resolve()
             if os.environ.get("SIGNSERVER_TRUST_ANCHORS") else None,
             demo_ca_url=os.environ.get("SIGNSERVER_DEMO_CA_URL", "").strip(),

@@ -222,6 +222,20 @@ def test_malformed_metadata_rejected(client: Client, sample_pdf: Path) -> None:
     assert_problem(response, 400, "metadata_invalid")
 
 
+def test_deeply_nested_metadata_rejected(client: Client, sample_pdf: Path) -> None:
+    files = {"metadata": (None, "[" * 20000, "application/json"),
+             "document": ("a.pdf", sample_pdf.read_bytes(), "application/pdf")}
+    response = requests.post(f"{client.url}/api/v1/sign-requests", files=files, headers=client.app_headers(),
+                             timeout=30)
+    assert_problem(response, 400, "metadata_invalid")
+
+
+def test_deeply_nested_login_rejected(client: Client) -> None:
+    response = requests.post(f"{client.url}/api/v1/sessions", data="[" * 20000,
+                             headers={"Content-Type": "application/json"}, timeout=30)
+    assert_problem(response, 400, "invalid_request")
+
+
 def test_json_body_instead_of_multipart_rejected(client: Client) -> None:
     response = requests.post(f"{client.url}/api/v1/sign-requests", json={"title": "x"},
                              headers=client.app_headers(), timeout=30)

@@ -25,6 +25,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         raise InvalidInput("unsupported_media_type", content_type=request.content_type, expected="application/json")
     try:
         body = await request.json()
+    except RecursionError:
+        raise InvalidInput("invalid_request", reason="body is JSON nested too deeply") from None
     except ValueError as exc:
         raise InvalidInput("invalid_request", reason=f"body is not valid JSON ({exc})") from None
     if not isinstance(body, dict):

@@ -88,6 +88,9 @@ def parse_metadata_json(raw: bytes) -> Any:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
+    except (ValueError, RecursionError):
+        # CPython refuses integers of more than 4300 digits, and very deep nesting exhausts its stack.
+        raise InvalidInput("metadata_invalid", reason="JSON nested too deeply or with a number too long") from None
 
 
 async def _read_metadata(part: BodyPartReader) -> Any:

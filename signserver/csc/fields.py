@@ -60,7 +60,8 @@ class CscBody:
             raise InvalidInput("csc_body_invalid", reason=f"not UTF-8 JSON: {exc}") from None
         except (ValueError, RecursionError) as exc:
             # Integers of more than 4300 digits (CPython's limit) and very deep nesting.
-            raise InvalidInput("csc_body_invalid", reason=f"JSON too large to decode: {type(exc).__name__}") from None
+            raise InvalidInput("csc_body_invalid",
+                               reason=f"JSON nested too deeply or with a number too long ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise InvalidInput("csc_body_invalid", reason=f"got a JSON {type(data).__name__}")
         return cls(data, version)

@@ -100,7 +100,7 @@ class RevocationFetcher:
         *,
         timeout_seconds: float = 5.0,
         max_response_bytes: int = 10 * 1024 * 1024,
-        max_age: timedelta = timedelta(hours=1),
+        max_age: timedelta = timedelta(seconds=60),
         ocsp_default_age: timedelta = timedelta(minutes=5),
         ocsp_nonce: bool = True,
         clock: Callable[[], datetime] = utc_now,

@@ -150,7 +150,8 @@ async def test_second_check_served_from_cache(fetcher, responder, issue, chain, 
 
 async def test_cache_entry_dropped_after_next_update(responder, issue, chain, roots):
     clock = FakeClock()
-    fetcher = RevocationFetcher(timeout_seconds=2, clock=clock)
+    # A max_age longer than the OCSP response's validity, so that nextUpdate decides.
+    fetcher = RevocationFetcher(timeout_seconds=2, clock=clock, max_age=timedelta(hours=1))
     certificate = to_asn1(issue())
     try:
         await fetcher.check_signer_certificate(certificate, chain, roots, revocation_required=True)
