@@ -202,7 +202,9 @@ def own_server(tmp_path_factory: pytest.TempPathFactory, test_policies_dir: Path
     home = tmp_path_factory.mktemp("revocation-home")
     port = free_port()
     credentials = init_home(home, port)
-    server = Server(home, port, {"SIGNSERVER_POLICIES_DIR": str(test_policies_dir)}).start()
+    # No reuse of OCSP responses, so a revocation made between submission and signing is seen at signing.
+    server = Server(home, port, {"SIGNSERVER_POLICIES_DIR": str(test_policies_dir),
+                                 "SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS": "0"}).start()
     yield server, credentials
     server.stop()
 
@@ -239,11 +241,17 @@ def test_revoked_credential_refused_before_hsm(own_server, own_client: Client, t
     pdf = generate_sample_pdf(tmp_path / "in.pdf")
     baseline = sign_as(own_client, 0, pdf)
     signatures_before = hsm_signature_count(server)
+    # Submitted before the revocation, so only the check at signing can catch it.
+    submitted = own_client.submit(pdf, signer=own_client.official(1)["credential_id"])
 
     revoked = demo_ca_command(server, "revoke", REVOKED_CREDENTIAL, "--reason", "keyCompromise")
-    refused = sign_as(own_client, 1, pdf)
+    official = own_client.official(1)
+    approved = own_client.approve(own_client.login(1), [submitted.json()["id"]],
+                                  own_client.otp.next(official["totp_secret"]))
+    refused = own_client.wait_final(submitted.json()["id"])
     signatures_after = hsm_signature_count(server)
     records = audit_actions(server, refused["id"])
+    submitted_after = own_client.submit(pdf, signer=official["credential_id"], language="en")
 
     assert baseline["state"] == "signed"
     assert signatures_before > 0
@@ -254,7 +262,15 @@ def test_revoked_credential_refused_before_hsm(own_server, own_client: Client, t
     assert signatures_after == signatures_before
     assert [record["action"] for record in records][-1] == "signing_failed"
     assert records[-1]["details"]["reason"] == "certificate_revoked"
+    assert records[-1]["details"]["params"]["reason"] == "keyCompromise"
+    assert records[-1]["details"]["params"]["revoked_at"]
     assert "signed" not in [record["action"] for record in records]
+    assert submitted.status_code == 201, submitted.text
+    assert approved.status_code == 201, approved.text
+    # A request made after the revocation is rejected at submission, before any approval.
+    assert submitted_after.status_code == 409, submitted_after.text
+    assert submitted_after.json()["code"] == "certificate_revoked"
+    assert "revoked" in submitted_after.json()["detail"]
 
 
 def test_revoked_certificate_shown_by_openssl(own_server, tmp_path: Path) -> None:
@@ -317,14 +333,17 @@ def test_expired_certificate_refused_before_hsm(own_server, own_client: Client, 
     reissued = demo_ca_command(server, "reissue", EXPIRED_CREDENTIAL, "--not-after", "2020-01-01")
     signatures_before = hsm_signature_count(server)
 
-    refused = sign_as(own_client, 0, generate_sample_pdf(tmp_path / "in.pdf"))
+    refused = own_client.submit(generate_sample_pdf(tmp_path / "in.pdf"),
+                                signer=own_client.official(0)["credential_id"])
     certificate_text = openssl("x509", "-in", str(server.home / "pki" / f"{EXPIRED_CREDENTIAL}.pem"), "-noout",
                                "-enddate", check=True).stdout
 
     assert reissued.returncode == 0, reissued.stderr
     assert "notAfter=Jan  1 00:00:00 2020 GMT" in certificate_text
-    assert refused["state"] == "failed"
-    assert refused["state_reason"] == "certificate_expired"
+    # Rejected at submission, so the official never approves a request that cannot be signed.
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "certificate_expired"
+    assert "đã hết hạn lúc 2020-01-01" in refused.json()["detail"]
     assert hsm_signature_count(server) == signatures_before
 
 

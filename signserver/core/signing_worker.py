@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -75,7 +76,8 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
         log.error("sign_request.signing_failed", request_id=request.id, dossier_code=request.dossier_code,
                   code=code, error=str(exc)[:300], exc_info=not isinstance(exc, SignserverError))
         output_path.unlink(missing_ok=True)
-        await _mark_failed(ctx, request_id, code)
+        params = exc.params if isinstance(exc, SignserverError) else {}
+        await _mark_failed(ctx, request_id, code, params)
         return FAILED
 
     finished = ctx.clock()
@@ -97,7 +99,8 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
     return SIGNED
 
 
-async def _mark_failed(ctx: CoreContext, request_id: str, code: str) -> None:
+async def _mark_failed(ctx: CoreContext, request_id: str, code: str, params: dict[str, Any] | None = None) -> None:
+    """Move the request to ``failed`` with ``code``, and audit it with the error's ``params`` (time, reason...)."""
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         request = await tx.sign_request(request_id, for_update=True)
@@ -110,7 +113,7 @@ async def _mark_failed(ctx: CoreContext, request_id: str, code: str) -> None:
         await append_audit(
             tx, action="signing_failed", actor_type="system", actor_id="signserver", request_id=request.id,
             dossier_code=request.dossier_code, document_sha256=request.document_sha256,
-            details={"reason": code}, now=now,
+            details={"reason": code, **({"params": _json_safe(params)} if params else {})}, now=now,
         )
 
 
@@ -159,3 +162,11 @@ class SigningQueue:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _json_safe(params: dict[str, Any]) -> dict[str, Any]:
+    """Return ``params`` with values that JSON cannot hold (datetimes, lists of objects) as strings."""
+    safe: dict[str, Any] = {}
+    for name, value in params.items():
+        safe[name] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+    return safe

@@ -345,6 +345,10 @@ async def _submit(
                  dossier_code=meta.dossier_code, rule=decision.rule_id)
         raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
 
+    # A revoked, expired or untrusted certificate is rejected now, before the official spends a code on it.
+    # Revocation data is not required here: an unreachable responder is checked again at signing.
+    await ctx.document_signer.check_signer_certificate(credential, revocation_required=False)
+
     stamp_plan: StampPlan | None = None
     if meta.signature_format in ("cades", RAW_FORMAT):
         # CAdES and raw signatures cover any file type or a digest, so the PDF checks and the stamp do not apply.

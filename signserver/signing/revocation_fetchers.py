@@ -64,8 +64,8 @@ class FetchSettings:
 
     timeout_seconds: float = 5.0
     max_response_bytes: int = 10 * 1024 * 1024
-    # Maximum time a response is reused, even when its nextUpdate is later.
-    max_age: timedelta = timedelta(hours=1)
+    # Maximum time a response is reused, even when its nextUpdate is later. Zero turns reuse off.
+    max_age: timedelta = timedelta(seconds=60)
     # How long an OCSP response without nextUpdate is reused.
     ocsp_default_age: timedelta = timedelta(minutes=5)
     ocsp_nonce: bool = True
@@ -79,8 +79,10 @@ class FetchSettings:
             raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds}")
         if self.max_response_bytes <= 0:
             raise ValueError(f"max_response_bytes must be positive, got {self.max_response_bytes}")
-        if self.max_age <= timedelta(0) or self.ocsp_default_age <= timedelta(0):
-            raise ValueError("max_age and ocsp_default_age must be positive durations")
+        if self.max_age < timedelta(0):
+            raise ValueError(f"max_age must be zero or positive, got {self.max_age}")
+        if self.ocsp_default_age <= timedelta(0):
+            raise ValueError(f"ocsp_default_age must be positive, got {self.ocsp_default_age}")
 
 
 @dataclass(frozen=True)
