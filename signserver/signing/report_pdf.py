@@ -413,9 +413,14 @@ def _signature_kind(reader: PdfFileReader, embedded: EmbeddedPdfSignature) -> st
 
 
 def _unsigned_trailing_bytes(stream: BinaryIO, reader: PdfFileReader) -> int:
-    """Count the bytes after the newest revision's %%EOF marker that are not end-of-line padding."""
-    newest = reader.xrefs.total_revisions - 1
-    end_of_xref = reader.xrefs.get_xref_container_info(newest).end_location
+    """Count the bytes after the last revision's %%EOF marker that are not end-of-line padding.
+
+    The last revision is the one whose cross-reference section ends furthest
+    into the file. It is not always the newest: a linearized file's newest
+    section is its first-page one, near the start of the file.
+    """
+    end_of_xref = max(reader.xrefs.get_xref_container_info(revision).end_location
+                      for revision in range(reader.xrefs.total_revisions))
     stream.seek(0, os.SEEK_END)
     size = stream.tell()
     stream.seek(end_of_xref)

@@ -571,6 +571,10 @@ async def test_report_corpus_signed_pdf(corpus_file, trust: TrustSetup, certoman
     assert report.indication == "INDETERMINATE"
     pdfsig = pdfsig_signatures(path, certomancer_nss)
     assert [s.signature_valid for s in pdfsig] == [True] * len(CORPUS_SIGNED[name])
+    # pdfsig and the report agree that the last signature covers the whole file, linearized ones included.
+    assert "Total document signed" in pdfsig[-1].raw
+    assert report.signatures[-1].coverage.scope == "entire_document"
+    assert report.signatures[-1].coverage.unsigned_trailing_bytes == 0
 
 
 @pytest.mark.corpus
