@@ -313,7 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     reissue = demo_ca_commands.add_parser(
         "reissue", help="cấp lại chứng thư số cho cùng khóa / issue a new certificate for the credential's key")
     reissue.add_argument("credential_id", help="credential id, e.g. cred-tran-thi-bich-ngoc")
-    reissue.add_argument("--not-before", type=_utc_datetime, help="start of validity, ISO 8601 (default: now)")
+    reissue.add_argument("--not-before", type=_utc_datetime, help="start of validity, ISO 8601 (default: one hour ago, or, with "
+                         "--not-after, the earlier of that and a year before --not-after)")
     reissue.add_argument("--not-after", type=_utc_datetime,
                          help="end of validity, ISO 8601, e.g. 2020-01-01 for an expired certificate "
                               "(default: two years after the start)")
