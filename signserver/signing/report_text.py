@@ -38,7 +38,33 @@ _LEVEL_PREFIX = {"PAdES": "PAdES", "CAdES": "CAdES"}
 def format_time(moment: datetime) -> tuple[str, str]:
     """Return ``moment`` in Vietnam time, as Vietnamese and English readers write it."""
     local = moment.astimezone(VIETNAM_TIME_ZONE)
-    return local.strftime("%H:%M:%S ngày %d/%m/%Y"), local.strftime("%Y-%m-%d %H:%M:%S +07:00")
+    return local.strftime("%H:%M:%S ngày %d/%m/%Y (+07:00)"), local.strftime("%Y-%m-%d %H:%M:%S +07:00")
+
+
+# Vietnamese labels of the attribute names in asn1crypto's human_friendly distinguished names.
+_NAME_LABELS_VI = {
+    "Common Name": "Tên",
+    "Organization": "Tổ chức",
+    "Organizational Unit": "Đơn vị",
+    "Locality": "Địa phương",
+    "State/Province": "Tỉnh/Thành phố",
+    "Country": "Quốc gia",
+    "Title": "Chức danh",
+    "User ID": "Mã định danh",
+    "Serial Number": "Số hiệu",
+    "Email Address": "Thư điện tử",
+}
+
+
+def name_text(name: str, language: str) -> str:
+    """Return a distinguished name in asn1crypto's human_friendly form with its labels in ``language``."""
+    if language != "vi":
+        return name
+    parts = []
+    for part in name.split(", "):
+        label, separator, value = part.partition(": ")
+        parts.append(f"{_NAME_LABELS_VI[label]}: {value}" if separator and label in _NAME_LABELS_VI else part)
+    return ", ".join(parts)
 
 
 def with_summary(report: SignatureReport) -> SignatureReport:
@@ -304,7 +330,7 @@ _LABELS = {
     "en": {
         "title": "DIGITAL SIGNATURE VALIDATION REPORT",
         "file": "File",
-        "kind_pdf": "PDF, {revisions} revisions",
+        "kind_pdf": "PDF, {revisions} revision(s)",
         "kind_cms": "CMS signature, content: {content}",
         "validated_at": "Validated at",
         "anchors": "Trust anchors",
@@ -361,9 +387,11 @@ def render_report(report: ValidationReport, language: str, source: str | None = 
     kind = (labels["kind_pdf"].format(revisions=document.revisions) if document.kind == "pdf"
             else labels["kind_cms"].format(content=document.content))
     name = f"{source} " if source else ""
-    lines.append(f"{labels['file']}: {name}({kind}; {document.size} bytes; SHA-256 {document.sha256})")
+    size_unit = "byte" if language == "vi" else "bytes"
+    lines.append(f"{labels['file']}: {name}({kind}; {document.size} {size_unit}; SHA-256 {document.sha256})")
     lines.append(f"{labels['validated_at']}: {_time(report.validated_at, language)}")
-    lines.append(f"{labels['anchors']}: {'; '.join(report.trust_anchors) or labels['none']}")
+    anchors = "; ".join(name_text(anchor, language) for anchor in report.trust_anchors)
+    lines.append(f"{labels['anchors']}: {anchors or labels['none']}")
     lines.append(f"{labels['verdict']}: {report.indication} — {getattr(report.summary, language)}")
 
     for number, signature in enumerate(report.signatures, start=1):
@@ -396,10 +424,11 @@ def _render_signature(signature: SignatureReport, number: int, labels: dict, lan
         validity = labels["validity"].format(start=_time(signer.valid_from, language),
                                              end=_time(signer.valid_to, language))
         lines.append(f"  {labels['signer']}: {signer.common_name or signer.subject}")
-        lines.append(f"    {signer.subject}; {labels['serial']} {signer.serial_number}; "
-                     f"{labels['issuer']} {signer.issuer}; {validity}")
+        lines.append(f"    {name_text(signer.subject, language)}; {labels['serial']} {signer.serial_number}; "
+                     f"{labels['issuer']} {name_text(signer.issuer, language)}; {validity}")
     chain = " → ".join(certificate.common_name or certificate.subject for certificate in signature.chain.certificates)
-    anchor = (f"{labels['anchor']}: {signature.chain.trust_anchor}" if signature.chain.trust_anchor
+    anchor = (f"{labels['anchor']}: {name_text(signature.chain.trust_anchor, language)}"
+              if signature.chain.trust_anchor
               else labels["no_anchor"])
     lines.append(f"  {labels['chain']}: {chain or labels['none']} ({anchor})")
     if signature.signing_time is not None:

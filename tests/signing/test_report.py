@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from pyhanko_certvalidator import ValidationContext
 from signserver.errors import SignserverError
 from signserver.signing.pdf_inspect import open_pdf_reader
 from signserver.signing.report import ValidationReport, validate_document
+from signserver.signing.report_text import format_time, name_text
 from signserver.signing.report_trust import TrustSetup, fetching_context_factory
 from tests.certomancer_pki import CertomancerPki
 from tests.signing import report_samples
@@ -594,3 +595,17 @@ async def test_report_corpus_encrypted_needs_password(corpus_file, trust: TrustS
 
     report = await validate_document(path, trust=trust, password="usersecret")
     assert report.indication == "NO_SIGNATURE"
+
+
+def test_report_time_in_vietnam_time() -> None:
+    vietnamese, english = format_time(datetime(2026, 12, 4, 23, 30, tzinfo=timezone.utc))
+
+    assert vietnamese == "06:30:00 ngày 05/12/2026 (+07:00)"
+    assert english == "2026-12-05 06:30:00 +07:00"
+
+
+def test_report_name_labels_in_vietnamese() -> None:
+    name = "Common Name: Lê Văn Hùng, Organizational Unit: Văn phòng UBND, Country: VN, Pseudonym: LVH"
+
+    assert name_text(name, "vi") == "Tên: Lê Văn Hùng, Đơn vị: Văn phòng UBND, Quốc gia: VN, Pseudonym: LVH"
+    assert name_text(name, "en") == name
