@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import io
 import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,3 +198,12 @@ class Client:
         response.raise_for_status()
         output.write_bytes(response.content)
         return output
+
+
+def zip_document(entries: dict[str, bytes]) -> bytes:
+    """Return a ZIP archive of ``entries`` (name → content), as a dossier of attachments."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()

@@ -6,16 +6,14 @@ downloaded, and checked with OpenSSL, which did not make them.
 
 from __future__ import annotations
 
-import io
 import subprocess
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.harness import Client, Server
+from tests.harness import Client, Server, zip_document
 from tests.verifiers import openssl_cms_print, openssl_cms_verify
 
 XML_DOCUMENT = (
@@ -25,11 +23,7 @@ XML_DOCUMENT = (
 
 
 def _zip_document() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("to-khai.xml", XML_DOCUMENT)
-        archive.writestr("ghi-chu.txt", "Hồ sơ kèm theo".encode())
-    return buffer.getvalue()
+    return zip_document({"to-khai.xml": XML_DOCUMENT, "ghi-chu.txt": "Hồ sơ kèm theo".encode()})
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,6 @@ the validation data that the files embed.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from signserver.signing.cades_levels import cades_level
 from signserver.signing.validate import SIGNER_KEY_USAGE
-from tests.harness import Client, Server
+from tests.harness import Client, Server, zip_document
 from tests.verifiers import openssl_cms_print, openssl_cms_verify
 
 XML_DOCUMENT = (
@@ -37,11 +35,7 @@ CASES = {
 
 
 def _zip_document() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("to-khai.xml", XML_DOCUMENT)
-        archive.writestr("giay-to-kem-theo.txt", "Bản sao giấy chứng nhận".encode())
-    return buffer.getvalue()
+    return zip_document({"to-khai.xml": XML_DOCUMENT, "giay-to-kem-theo.txt": "Bản sao giấy chứng nhận".encode()})
 
 
 @dataclass(frozen=True)
