@@ -1,4 +1,4 @@
-"""Revocation end to end: the demo CA's OCSP and CRL services, and signers refused before the HSM is used.
+"""Revocation end to end: the demo CA's OCSP and CRL services, and signers rejected before the HSM is used.
 
 The demo CA's responses are checked with OpenSSL (`openssl ocsp`, `openssl crl`,
 `openssl verify -crl_check_all`). Revoking and expiring certificates happens
@@ -248,17 +248,17 @@ def test_revoked_credential_refused_before_hsm(own_server, own_client: Client, t
     official = own_client.official(1)
     approved = own_client.approve(own_client.login(1), [submitted.json()["id"]],
                                   own_client.otp.next(official["totp_secret"]))
-    refused = own_client.wait_final(submitted.json()["id"])
+    rejected = own_client.wait_final(submitted.json()["id"])
     signatures_after = hsm_signature_count(server)
-    records = audit_actions(server, refused["id"])
+    records = audit_actions(server, rejected["id"])
     submitted_after = own_client.submit(pdf, signer=official["credential_id"], language="en")
 
     assert baseline["state"] == "signed"
     assert signatures_before > 0
     assert revoked.returncode == 0, revoked.stderr
     assert revoked.stdout.startswith(f"Đã thu hồi chứng thư số của {REVOKED_CREDENTIAL}")
-    assert refused["state"] == "failed"
-    assert refused["state_reason"] == "certificate_revoked"
+    assert rejected["state"] == "failed"
+    assert rejected["state_reason"] == "certificate_revoked"
     assert signatures_after == signatures_before
     assert [record["action"] for record in records][-1] == "signing_failed"
     assert records[-1]["details"]["reason"] == "certificate_revoked"
@@ -333,7 +333,7 @@ def test_expired_certificate_refused_before_hsm(own_server, own_client: Client, 
     reissued = demo_ca_command(server, "reissue", EXPIRED_CREDENTIAL, "--not-after", "2020-01-01")
     signatures_before = hsm_signature_count(server)
 
-    refused = own_client.submit(generate_sample_pdf(tmp_path / "in.pdf"),
+    rejected = own_client.submit(generate_sample_pdf(tmp_path / "in.pdf"),
                                 signer=own_client.official(0)["credential_id"])
     certificate_text = openssl("x509", "-in", str(server.home / "pki" / f"{EXPIRED_CREDENTIAL}.pem"), "-noout",
                                "-enddate", check=True).stdout
@@ -341,9 +341,9 @@ def test_expired_certificate_refused_before_hsm(own_server, own_client: Client, 
     assert reissued.returncode == 0, reissued.stderr
     assert "notAfter=Jan  1 00:00:00 2020 GMT" in certificate_text
     # Rejected at submission, so the official never approves a request that cannot be signed.
-    assert refused.status_code == 409, refused.text
-    assert refused.json()["code"] == "certificate_expired"
-    assert "đã hết hạn lúc 2020-01-01" in refused.json()["detail"]
+    assert rejected.status_code == 409, rejected.text
+    assert rejected.json()["code"] == "certificate_expired"
+    assert "đã hết hạn lúc 2020-01-01" in rejected.json()["detail"]
     assert hsm_signature_count(server) == signatures_before
 
 
@@ -384,12 +384,12 @@ def test_csc_sign_doc_b_lt_keeps_sad(unreachable_ca_server, tmp_path: Path) -> N
                            "conformance_level": level, "signAlgo": "1.2.840.113549.1.1.11"}]})
 
     long_term = sign_doc("Ades-B-LT")
-    signatures_after_refusal = hsm_signature_count(server)
-    # The refusal came before the SAD was spent, so the same SAD still signs at a level without revocation data.
+    signatures_after_rejection = hsm_signature_count(server)
+    # The rejection came before the SAD was spent, so the same SAD still signs at a level without revocation data.
     time_stamped = sign_doc("Ades-B-T")
 
     assert authorized.status_code == 200, authorized.text
     assert long_term.status_code == 503, long_term.text
     assert long_term.json()["error"] == "temporarily_unavailable"
-    assert signatures_after_refusal == signatures_before
+    assert signatures_after_rejection == signatures_before
     assert time_stamped.status_code == 200, time_stamped.text

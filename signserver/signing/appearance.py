@@ -7,11 +7,10 @@ document the title and the name are part of the document's text, and the
 signature image (blue, transparent PNG) goes centred between them. The agency
 seal, red and at its real size, overlaps about the left third of the
 signature. The "signature" appearance therefore draws the image with a small
-signing-time line under it, and the title and name only when the request
-asks for them (``signature_text``), for documents without a typed signing
-place. The "seal" appearance
-draws the seal image at the box's size, and the box is sized from the seal's
-real diameter. Copies (bản sao điện tử) carry the text-only box of ``stamp``.
+signing-time line under it. It draws the title and name too when the request
+sets ``signature_text``, for documents without a typed signing place. The
+"seal" appearance draws the seal image at the box's size, and the box is sized
+from the seal's real diameter. Copies (bản sao điện tử) carry the text-only box of ``stamp``.
 
 The images are PNG files from the credential's profile. ``check_png``
 validates an upload before it is stored. The stamps embed the image as an

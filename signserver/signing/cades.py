@@ -121,7 +121,7 @@ async def sign_cades_digest(
 
     The message-digest attribute is ``digest`` itself, so the signature
     verifies against the file the application hashed, which the service
-    never sees. Raises ValueError when the length of ``digest`` does not fit
+    never receives. Raises ValueError when the length of ``digest`` does not fit
     ``digest_algorithm``, and TimestampFailed when the TSA gives no token.
     """
     expected_size = hashlib.new(digest_algorithm).digest_size

@@ -10,11 +10,12 @@ implements the two clauses:
   unsigned attribute of the archived SignerInfo, the hash of the attribute's
   attrType DER followed by that value's DER. hashIndAlgorithm is the message
   imprint's algorithm. It is left out when it is SHA-256, its DEFAULT.
-- The message imprint of archive-time-stamp-v3 (OID 0.4.0.1733.2.4) is the
-  hash of, in this order: the DER of eContentType; the hash of the signed
-  content (the content that message-digest covers); the encodings of the
-  SignerInfo's version, sid, digestAlgorithm, signedAttrs (with its [0] tag),
-  signatureAlgorithm and signature; and the DER of the ATSHashIndexV3 value.
+- The message imprint of archive-time-stamp-v3 (OID 0.4.0.1733.2.4) is one
+  hash over these parts, in this order. First the DER of eContentType, then
+  the hash of the signed content (the content that message-digest covers).
+  Then the encodings of the SignerInfo's version, sid, digestAlgorithm,
+  signedAttrs (with its [0] tag), signatureAlgorithm and signature. Last the
+  DER of the ATSHashIndexV3 value.
 - An ats-hash-index-v3 is invalid when one of its entries matches no element
   that is present.
 

@@ -292,7 +292,7 @@ async def test_signature_appearance_rendered(pki, timestamper, one_page_pdf, nss
     ok, report = qpdf_check(output)
     assert ok, report
 
-    # The title and the name are the document's own text, so the image stands alone with the time.
+    # The title and the name are the document's own text, so only the image and the time are drawn.
     text = pdftotext_area(output, 1, BOX)
     assert SIGNER_TITLE.upper() not in text
     assert SIGNER_NAME not in text
