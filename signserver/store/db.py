@@ -18,7 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from . import tables as t
-from .records import Application, AuditRecord, Credential, CredentialProfile, Official, SignRequest, from_row
+from .records import (
+    AdminChange,
+    Application,
+    AuditRecord,
+    Credential,
+    CredentialProfile,
+    HsmKey,
+    Official,
+    PolicyVersion,
+    SignRequest,
+    from_row,
+)
 
 __all__ = ["Store", "Transaction", "IntegrityError"]
 
@@ -79,6 +90,12 @@ class Transaction:
     async def _all(self, statement: Any) -> list[dict[str, Any]]:
         return [dict(row) for row in (await self.connection.execute(statement)).mappings().all()]
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A nested transaction: an exception inside undoes only what was done inside."""
+        async with self.connection.begin_nested():
+            yield
+
     def _for_update(self, statement: Any) -> Any:
         # SQLite already holds the write lock from BEGIN IMMEDIATE.
         return statement if self.is_sqlite else statement.with_for_update()
@@ -95,6 +112,9 @@ class Transaction:
         row = await self._one(select(t.applications).where(t.applications.c.basic_username == username))
         return from_row(Application, row) if row else None
 
+    async def application_ids(self) -> list[str]:
+        return [row["id"] for row in await self._all(select(t.applications.c.id))]
+
     async def application(self, application_id: str) -> Application | None:
         row = await self._one(select(t.applications).where(t.applications.c.id == application_id))
         return from_row(Application, row) if row else None
@@ -107,6 +127,12 @@ class Transaction:
         statement = select(t.officials).where(t.officials.c.id == official_id)
         row = await self._one(self._for_update(statement) if for_update else statement)
         return from_row(Official, row) if row else None
+
+    async def official_ids(self) -> list[str]:
+        return [row["id"] for row in await self._all(select(t.officials.c.id))]
+
+    async def officials(self) -> list[Official]:
+        return [from_row(Official, row) for row in await self._all(select(t.officials).order_by(t.officials.c.id))]
 
     async def official_by_username(self, username: str) -> Official | None:
         row = await self._one(select(t.officials).where(t.officials.c.username == username))
@@ -338,3 +364,99 @@ class Transaction:
         await self.connection.execute(t.csc_sad_hashes.delete().where(t.csc_sad_hashes.c.sad_id.in_(expired)))
         result = await self.connection.execute(t.csc_sads.delete().where(t.csc_sads.c.expires_at < before))
         return result.rowcount
+
+    # The HSM key inventory
+    async def insert_hsm_key(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.hsm_keys).values(**values))
+
+    async def update_hsm_key(self, key_id: str, **values: Any) -> None:
+        await self.connection.execute(update(t.hsm_keys).where(t.hsm_keys.c.id == key_id).values(**values))
+
+    async def hsm_key(self, key_id: str, *, for_update: bool = False) -> HsmKey | None:
+        statement = select(t.hsm_keys).where(t.hsm_keys.c.id == key_id)
+        row = await self._one(self._for_update(statement) if for_update else statement)
+        return from_row(HsmKey, row) if row else None
+
+    async def hsm_key_by_key_id(self, key_id_hex: str) -> HsmKey | None:
+        row = await self._one(select(t.hsm_keys).where(t.hsm_keys.c.key_id_hex == key_id_hex))
+        return from_row(HsmKey, row) if row else None
+
+    async def hsm_keys(self, *, credential_id: str | None = None, states: Sequence[str] | None = None) -> list[HsmKey]:
+        statement = select(t.hsm_keys).order_by(t.hsm_keys.c.created_at, t.hsm_keys.c.id)
+        if credential_id is not None:
+            statement = statement.where(t.hsm_keys.c.credential_id == credential_id)
+        if states:
+            statement = statement.where(t.hsm_keys.c.state.in_(list(states)))
+        return [from_row(HsmKey, row) for row in await self._all(statement)]
+
+    # Four-eyes changes
+    async def insert_admin_change(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.admin_changes).values(**values))
+
+    async def admin_change(self, change_id: str, *, for_update: bool = False) -> AdminChange | None:
+        statement = select(t.admin_changes).where(t.admin_changes.c.id == change_id)
+        row = await self._one(self._for_update(statement) if for_update else statement)
+        return from_row(AdminChange, row) if row else None
+
+    async def admin_changes(self, *, states: Sequence[str] | None = None, limit: int = 100) -> list[AdminChange]:
+        columns = t.admin_changes.c
+        statement = select(t.admin_changes).order_by(columns.requested_at.desc(), columns.id).limit(limit)
+        if states:
+            statement = statement.where(columns.state.in_(list(states)))
+        return [from_row(AdminChange, row) for row in await self._all(statement)]
+
+    async def update_admin_change(self, change_id: str, expected_state: str, **values: Any) -> bool:
+        """Compare-and-set: change it only if it is still in ``expected_state``."""
+        columns = t.admin_changes.c
+        result = await self.connection.execute(
+            update(t.admin_changes).where(columns.id == change_id, columns.state == expected_state).values(**values)
+        )
+        return result.rowcount == 1
+
+    # Policy versions
+    async def current_policy_version(self) -> PolicyVersion | None:
+        statement = select(t.policy_versions).order_by(t.policy_versions.c.version.desc()).limit(1)
+        row = await self._one(statement)
+        return from_row(PolicyVersion, row) if row else None
+
+    async def current_policy_number(self) -> int | None:
+        return (await self.connection.execute(select(func.max(t.policy_versions.c.version)))).scalar_one()
+
+    async def policy_version(self, version: int) -> PolicyVersion | None:
+        row = await self._one(select(t.policy_versions).where(t.policy_versions.c.version == version))
+        return from_row(PolicyVersion, row) if row else None
+
+    async def policy_versions(self, limit: int = 100) -> list[PolicyVersion]:
+        statement = select(t.policy_versions).order_by(t.policy_versions.c.version.desc()).limit(limit)
+        return [from_row(PolicyVersion, row) for row in await self._all(statement)]
+
+    async def insert_policy_version(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.policy_versions).values(**values))
+
+    # Key usage counters
+    async def key_usage(self, credential_id: str, application_id: str, period: str) -> int:
+        columns = t.key_usage.c
+        statement = select(columns.count).where(
+            columns.credential_id == credential_id, columns.application_id == application_id, columns.period == period
+        )
+        value = (await self.connection.execute(statement)).scalar_one_or_none()
+        return int(value or 0)
+
+    async def add_key_usage(self, credential_id: str, application_id: str, period: str, count: int,
+                            limit: int | None) -> bool:
+        """Add ``count`` to a counter unless the sum would pass ``limit``; False (and nothing added) if it would."""
+        columns = t.key_usage.c
+        where = [columns.credential_id == credential_id, columns.application_id == application_id,
+                 columns.period == period]
+        if limit is not None:
+            where.append(columns.count + count <= limit)
+        result = await self.connection.execute(update(t.key_usage).where(*where).values(count=columns.count + count))
+        if result.rowcount == 1:
+            return True
+        if await self.key_usage(credential_id, application_id, period) > 0:
+            return False  # the row exists, so the limit stopped the update
+        if limit is not None and count > limit:
+            return False
+        await self.connection.execute(insert(t.key_usage).values(
+            credential_id=credential_id, application_id=application_id, period=period, count=count))
+        return True

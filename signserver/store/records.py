@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["Application", "Official", "Credential", "CredentialProfile", "SignRequest", "AuditRecord", "from_row"]
+__all__ = ["Application", "Official", "Credential", "CredentialProfile", "SignRequest", "AuditRecord", "HsmKey",
+           "AdminChange", "PolicyVersion", "from_row"]
 
 T = TypeVar("T")
 
@@ -48,6 +49,11 @@ class Official:
     otp_locked_until: datetime | None
     enabled: bool
     created_at: datetime
+    roles: str = "official"
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(role.strip() for role in self.roles.split(",") if role.strip())
 
 
 @dataclass(frozen=True)
@@ -135,3 +141,47 @@ class AuditRecord:
     details_json: str
     prev_hash: str
     hash: str
+
+
+@dataclass(frozen=True)
+class HsmKey:
+    id: str
+    key_id_hex: str
+    key_label: str
+    key_type: str
+    key_size: int
+    public_key_der: bytes = field(repr=False)
+    state: str
+    credential_id: str | None
+    certificate_der: bytes | None = field(repr=False)
+    chain_pem: str | None = field(repr=False)
+    cert_serial_hex: str | None
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AdminChange:
+    id: str
+    kind: str
+    summary: str
+    payload_json: str
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    state: str
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str | None
+
+
+@dataclass(frozen=True)
+class PolicyVersion:
+    version: int
+    documents_json: str = field(repr=False)
+    digest: str
+    author_id: str
+    approver_id: str
+    change_id: str | None
+    applied_at: datetime

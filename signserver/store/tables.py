@@ -40,6 +40,10 @@ __all__ = [
     "csc_tokens",
     "csc_sads",
     "csc_sad_hashes",
+    "hsm_keys",
+    "admin_changes",
+    "policy_versions",
+    "key_usage",
 ]
 
 metadata = MetaData()
@@ -73,6 +77,8 @@ officials = Table(
     Column("otp_locked_until", DateTime(timezone=True)),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Comma-separated: official, seal_holder, security_officer, auditor (see core.roles).
+    Column("roles", Text, nullable=False, server_default="official"),
 )
 
 credentials = Table(
@@ -266,4 +272,75 @@ csc_sad_hashes = Table(
     Column("position", Integer, primary_key=True),
     Column("hash_hex", String(128), nullable=False),
     Column("used_at", DateTime(timezone=True)),
+)
+
+
+# The inventory of signing key pairs in the HSM, so that listing keys never
+# walks the token. A key is "generated" until its certificate is imported,
+# then "active" as the key of one credential; rotation makes the previous key
+# "retired" (kept, with its certificate, for validation), and a destroyed
+# key keeps its row as the record of what existed.
+hsm_keys = Table(
+    "hsm_keys",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id_hex", String(128), nullable=False, unique=True),  # CKA_ID
+    Column("key_label", Text, nullable=False, unique=True),  # CKA_LABEL
+    Column("key_type", String(8), nullable=False),  # RSA | EC
+    Column("key_size", Integer, nullable=False),  # RSA modulus bits, or the EC curve's bits
+    Column("public_key_der", LargeBinary, nullable=False),  # SubjectPublicKeyInfo
+    Column("state", String(16), nullable=False),  # generated | active | retired | destroyed
+    Column("credential_id", String(64), ForeignKey("credentials.id")),
+    Column("certificate_der", LargeBinary),
+    Column("chain_pem", Text),
+    Column("cert_serial_hex", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Changes that need a second security officer (four-eyes): applying a policy,
+# destroying a key. The requester's change waits here until another officer
+# approves or rejects it; only then does it take effect.
+admin_changes = Table(
+    "admin_changes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("kind", String(32), nullable=False),  # policy_apply | key_destroy
+    Column("summary", Text, nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("requested_by", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | applied | rejected | expired | failed
+    Column("decided_by", String(64), ForeignKey("officials.id")),
+    Column("decided_at", DateTime(timezone=True)),
+    Column("decision_note", Text),
+)
+
+# Every policy version ever applied, with who wrote and who approved it. The
+# highest version is in force; the primary key makes two concurrent applies
+# of the same next version fail instead of both winning.
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("documents_json", Text, nullable=False),  # [{"name": file name, "text": YAML}]
+    Column("digest", String(64), nullable=False),
+    Column("author_id", String(64), nullable=False),
+    Column("approver_id", String(64), nullable=False),
+    Column("change_id", String(64)),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+# Signatures made per key, per application ("" for all applications) and per
+# period: a Vietnam-time day "2026-12-05", a month "2026-12", or "lifetime".
+# Quotas are checked and counted in the same transaction, before the HSM call.
+key_usage = Table(
+    "key_usage",
+    metadata,
+    Column("credential_id", String(64), ForeignKey("credentials.id"), primary_key=True),
+    Column("application_id", String(64), primary_key=True),
+    Column("period", String(16), primary_key=True),
+    Column("count", BigInteger, nullable=False),
 )
