@@ -141,12 +141,17 @@ class SessionPool:
         self._epoch = library_epoch(module_path)
         self._condition = threading.Condition()
         self._idle: deque[PooledSession] = deque()
+        # Every session of the pool, idle or borrowed, so that a destroyed key
+        # can be dropped from all their caches.
+        self._sessions: list[PooledSession] = []
         self._closed = False
         with module_lock(module_path):
             self._login_session = _log_in(token, user_pin)
             try:
                 for _ in range(size):
-                    self._idle.append(PooledSession(token.open(rw=True)))
+                    pooled = PooledSession(token.open(rw=True))
+                    self._sessions.append(pooled)
+                    self._idle.append(pooled)
             except PKCS11Error:
                 self.close()
                 raise
@@ -184,6 +189,15 @@ class SessionPool:
 
     def release(self, pooled: PooledSession) -> None:
         self._release(pooled)
+
+    def forget_key_in_all_sessions(self, object_class: ObjectClass, key_id: bytes) -> None:
+        """Drop the cached key object of ``key_id`` from every session, idle or borrowed.
+
+        Call it with the module lock held: every cache lookup runs under that
+        lock, so no session reads its cache meanwhile.
+        """
+        for pooled in self._sessions:
+            pooled.forget_key(object_class, key_id)
 
     def is_stale(self) -> bool:
         """Return whether the module was re-initialised since this pool opened."""

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import structlog
-from pkcs11 import ObjectClass
+from pkcs11 import Attribute, ObjectClass
 from pkcs11.exceptions import KeyHandleInvalid, ObjectHandleInvalid, PKCS11Error
 from pkcs11.types import SignMixin
 
@@ -145,6 +145,30 @@ class Hsm:
         """Generate the AES-256 key that wraps stored secrets such as TOTP seeds."""
         _validate_new_key(key_id, label)
         self._generate("AES", key_id, label, lambda session: keygen.generate_secret(session, key_id, label))
+
+    def destroy_key_pair(self, key_id: bytes) -> int:
+        """Destroy the private and public key objects with CKA_ID ``key_id`` and return how many were destroyed.
+
+        Returns 0 when the token has neither, so a repeated call is harmless.
+        Other objects with that CKA_ID, such as a secret key or a
+        certificate, are left alone. Raises ValueError for an empty
+        ``key_id`` and HsmUnavailable.
+        """
+        if not isinstance(key_id, bytes) or not key_id:
+            raise ValueError("key_id must be non-empty bytes (the CKA_ID of the key pair)")
+
+        def destroy(pooled: PooledSession) -> int:
+            destroyed = 0
+            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for found in list(pooled.session.get_objects({Attribute.CLASS: object_class, Attribute.ID: key_id})):
+                    found.destroy()
+                    destroyed += 1
+                self._forget_key_in_all_sessions(object_class, key_id)
+            return destroyed
+
+        destroyed = self._run("destroy_key_pair", destroy)
+        log.info("hsm.key.destroyed", key_id=key_id.hex(), objects=destroyed)
+        return destroyed
 
     def public_key(self, key_id: bytes) -> bytes:
         """Return the SubjectPublicKeyInfo DER of the public key with CKA_ID ``key_id``."""
@@ -400,6 +424,16 @@ class Hsm:
             operation=operation,
             error=error,
         )
+
+    def _forget_key_in_all_sessions(self, object_class: ObjectClass, key_id: bytes) -> None:
+        # Runs inside a token operation, so the module lock is held as the pool
+        # requires. self._lock is not taken: _pool_for_call holds it while it
+        # reopens a pool, which takes the module lock, so taking it here could
+        # deadlock. Reading one attribute is atomic, and a pool replaced
+        # meanwhile has empty caches.
+        pool = self._pool
+        if pool is not None:
+            pool.forget_key_in_all_sessions(object_class, key_id)
 
     def _replace_locks_after_fork(self) -> None:
         if self._pid is not None and self._pid != os.getpid():

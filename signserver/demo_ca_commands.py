@@ -1,10 +1,13 @@
-"""Commands of ``signserver demo-ca``: revoke a credential's certificate, or reissue it with chosen dates.
+"""Commands of ``signserver demo-ca``: revoke a credential's certificate, reissue it with chosen dates, or
+issue a certificate for a CSR.
 
 Demo only. They act on the demo CA under ``SIGNSERVER_HOME/pki/``, so tests
 and demonstrations can see a revoked or an expired signer refused. A
 revocation goes to ``revoked.json``, which the running service reads on each
 OCSP or CRL request. A reissued certificate replaces the credential's
-certificate in the store, for the same HSM key. Both are audit records.
+certificate in the store, for the same HSM key. A certificate issued for a
+CSR is only written to a file, for ``signserver keys import``. All three are
+audit records.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from signserver import demo_pki
 from signserver.config import Settings
@@ -22,7 +26,8 @@ from signserver.demo_ca import REVOCATION_REASONS, DemoCa, RevokedCertificate, h
 from signserver.store.db import Store
 from signserver.store.records import Credential
 
-__all__ = ["DemoCaCommandError", "RevocationResult", "revoke_credential", "reissue_credential"]
+__all__ = ["DemoCaCommandError", "RevocationResult", "IssuedCertificate", "revoke_credential", "reissue_credential",
+           "issue_for_csr"]
 
 ACTOR_ID = "signserver-demo-ca"
 
@@ -114,6 +119,99 @@ async def reissue_credential(settings: Settings, credential_id: str, *, not_befo
     finally:
         await store.close()
     return certificate
+
+
+# The UID prefixes that the subject of each kind of certificate must contain, as a CA's registration checks:
+# a personal identity number for an official, the agency's tax code for a seal.
+IDENTIFIER_PREFIXES_BY_KIND = {"personal": ("CCCD:", "CMND:", "HC:"), "seal": ("MST:",)}
+
+# Maximum validity in days of a certificate the demo CA issues for a CSR.
+MAX_ISSUE_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate: x509.Certificate
+    # The issuing CA and the root, issuer first, as ``keys import --chain`` reads them.
+    chain: tuple[x509.Certificate, ...]
+
+
+async def issue_for_csr(settings: Settings, csr_data: bytes, kind: str, days: int = 730) -> IssuedCertificate:
+    """Issue a document signing certificate for the key and subject of a PKCS#10 CSR (PEM or DER).
+
+    The CSR's signature must verify, and its subject must contain a UID with
+    an identity number for ``kind`` "personal" (CCCD, CMND or HC) or a tax code
+    for "seal" (MST). The profile is that of ``demo_pki.issue_signing_certificate``
+    for both kinds, valid from now for ``days``, and at most until the
+    issuing CA expires.
+    """
+    if kind not in IDENTIFIER_PREFIXES_BY_KIND:
+        raise DemoCaCommandError(f"Loại chứng thư \"{kind}\" không hợp lệ; hãy dùng personal hoặc seal.",
+                                 f"Invalid certificate kind \"{kind}\"; use personal or seal.")
+    if not 1 <= days <= MAX_ISSUE_DAYS:
+        raise DemoCaCommandError(f"Số ngày hiệu lực {days} không hợp lệ; hãy dùng từ 1 đến {MAX_ISSUE_DAYS}.",
+                                 f"Invalid validity of {days} days; use 1 to {MAX_ISSUE_DAYS}.")
+    request = _load_csr(csr_data)
+    _check_csr_identifiers(request, kind)
+
+    ca = _load_demo_ca(settings)
+    public_key_der = request.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    certificate = demo_pki.issue_signing_certificate(
+        ca.issuing, public_key_der, _RequestedSubject(request.subject), validity_days=days,
+        revocation_urls=ca.urls.for_end_entity(),
+    )
+    ca.record_issued(certificate)
+
+    store = Store(settings.database_url)
+    try:
+        async with store.transaction() as tx:
+            await append_audit(
+                tx, action="demo_certificate_issued", actor_type="system", actor_id=ACTOR_ID,
+                cert_serial_hex=format(certificate.serial_number, "x"),
+                details={"kind": kind, "subject": certificate.subject.rfc4514_string(),
+                         "not_before": certificate.not_valid_before_utc.isoformat(),
+                         "not_after": certificate.not_valid_after_utc.isoformat()},
+            )
+    finally:
+        await store.close()
+    return IssuedCertificate(certificate=certificate, chain=(ca.issuing.certificate, ca.root.certificate))
+
+
+class _RequestedSubject:
+    """The CSR's subject where ``demo_pki.issue_signing_certificate`` expects a ``SubjectSpec``.
+
+    The CA copies the requested name as it is, attribute order and string types included.
+    """
+
+    def __init__(self, name: x509.Name) -> None:
+        self._name = name
+
+    def to_name(self) -> x509.Name:
+        return self._name
+
+
+def _load_csr(data: bytes) -> x509.CertificateSigningRequest:
+    try:
+        request = (x509.load_pem_x509_csr(data) if b"-----BEGIN" in data else x509.load_der_x509_csr(data))
+    except ValueError as exc:
+        raise DemoCaCommandError(f"Tệp không phải là CSR PKCS#10 dạng PEM hoặc DER: {exc}",
+                                 f"The file is not a PKCS#10 CSR in PEM or DER: {exc}") from None
+    if not request.is_signature_valid:
+        raise DemoCaCommandError("Chữ ký của CSR không hợp lệ: CSR không do khóa bí mật của chính nó ký.",
+                                 "The CSR signature is invalid: it was not signed by its own private key.")
+    return request
+
+
+def _check_csr_identifiers(request: x509.CertificateSigningRequest, kind: str) -> None:
+    prefixes = IDENTIFIER_PREFIXES_BY_KIND[kind]
+    values = [str(attribute.value) for attribute in request.subject.get_attributes_for_oid(NameOID.USER_ID)]
+    if not any(value.startswith(prefixes) for value in values):
+        expected = ", ".join(prefixes)
+        raise DemoCaCommandError(
+            f"Chủ thể của CSR không có UID bắt đầu bằng {expected}, mà chứng thư số loại {kind} cần.",
+            f"The CSR subject has no UID starting with {expected}, which a {kind} certificate needs.",
+        )
 
 
 def _load_demo_ca(settings: Settings) -> DemoCa:

@@ -16,11 +16,12 @@ from prometheus_client import Counter
 
 import hsm
 from signserver.core.errors import HsmUnavailable
+from signserver.core.key_errors import KeyLabelTaken, KeyMissingFromHsm
 from signserver.signing.keys import SigningKey
 from signserver.store.records import Credential
 
-__all__ = ["HsmSecretBox", "HsmRawSigner", "signing_key_for", "chain_from_pem", "run_hsm", "sign_in_hsm",
-           "HSM_SIGNATURES"]
+__all__ = ["HsmSecretBox", "HsmRawSigner", "HsmKeyVault", "signing_key_for", "chain_from_pem", "run_hsm",
+           "sign_in_hsm", "HSM_SIGNATURES"]
 
 T = TypeVar("T")
 
@@ -98,3 +99,30 @@ def signing_key_for(token: hsm.Hsm, credential: Credential) -> SigningKey:
         key_type=credential.key_type,
         raw_signer=HsmRawSigner(token, key_id, credential.key_type),
     )
+
+
+class HsmKeyVault:
+    """The ``KeyVault`` of the key lifecycle: generation, signing and destruction of key pairs in the token."""
+
+    # The curve of each EC key size that core.keys accepts.
+    EC_CURVES = {256: "P-256", 384: "P-384"}
+
+    def __init__(self, token: hsm.Hsm) -> None:
+        self.token = token
+
+    async def generate(self, key_id: bytes, label: str, key_type: str, key_size: int) -> bytes:
+        try:
+            if key_type == "RSA":
+                return await run_hsm(self.token.generate_rsa_key, key_id, label, key_size)
+            return await run_hsm(self.token.generate_ec_key, key_id, label, self.EC_CURVES[key_size])
+        except hsm.KeyAlreadyExists:
+            raise KeyLabelTaken(label=label) from None
+
+    async def sign_digest(self, key_id: bytes, key_type: str, digest: bytes, digest_algorithm: str) -> bytes:
+        try:
+            return await HsmRawSigner(self.token, key_id, key_type).sign_digest(digest, digest_algorithm)
+        except hsm.KeyNotFound:
+            raise KeyMissingFromHsm(key_id=key_id.hex()) from None
+
+    async def destroy(self, key_id: bytes) -> int:
+        return await run_hsm(self.token.destroy_key_pair, key_id)
