@@ -15,7 +15,7 @@ from pyhanko.sign.timestamps import TimeStamper
 
 import hsm
 from signserver.api import demo_ca as demo_ca_routes
-from signserver.api import officials, operations, sign_requests
+from signserver.api import admin, officials, operations, sign_requests
 from signserver.api.validations import setup_validations
 from signserver.api.problems import error_middleware
 from signserver.config import Settings
@@ -23,11 +23,12 @@ from signserver.csc import routes as csc_routes
 from signserver.core.auth import Authenticator
 from signserver.core.context import CoreContext
 from signserver.core.decisions import expire_due_requests
-from signserver.core.policy import load_policies
+from signserver.core.policy_versions import PolicySource, bootstrap_policy
+from signserver.core.context import utc_now
 from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
 from signserver.demo_ca import DemoCa, has_demo_ca
 from signserver.demo_pki import load_certificates
-from signserver.hsm_bridge import HsmSecretBox, signing_key_for
+from signserver.hsm_bridge import HsmKeyVault, HsmSecretBox, signing_key_for
 from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.fonts import stamp_font_path
 from signserver.signing.revocation import RevocationFetcher
@@ -41,6 +42,11 @@ __all__ = ["build_app", "open_hsm", "load_trust_roots", "run"]
 log = structlog.get_logger(__name__)
 
 EXPIRY_SWEEP_SECONDS = 30
+
+
+def policy_source_for(_settings: Settings) -> PolicySource:
+    """The policy in force is the store's newest version; settings only name the directory used to bootstrap it."""
+    return PolicySource()
 
 
 def open_hsm(settings: Settings) -> hsm.Hsm:
@@ -145,12 +151,17 @@ async def build_app(settings: Settings) -> web.Application:
     ctx = CoreContext(
         store=store,
         settings=settings,
-        policies=load_policies(settings.policies_dir),
+        policies=policy_source_for(settings),
         secret_box=HsmSecretBox(token),
         pdf_checker=PadesChecker(),
         document_signer=DocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots,
                                        revocation=revocation),
+        key_vault=HsmKeyVault(token),
+        trust_roots=trust_roots,
     )
+    async with store.transaction() as tx:
+        # A data directory initialised before policies were stored takes its first version from the directory.
+        await bootstrap_policy(tx, settings.policies_dir, utc_now())
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)
     app["settings"] = settings
@@ -160,10 +171,11 @@ async def build_app(settings: Settings) -> web.Application:
     app["tsa"] = tsa
     app["revocation"] = revocation
     app["trust_roots"] = trust_roots
-    app["authenticator"] = Authenticator(store, settings.official_session_ttl)
+    app["authenticator"] = Authenticator(store, settings.official_session_ttl, ctx.secret_box, ctx.otp_policy)
     app["signing_queue"] = SigningQueue(ctx)
     app.add_routes(sign_requests.routes)
     app.add_routes(officials.routes)
+    app.add_routes(admin.routes)
     app.add_routes(operations.routes)
     app.add_routes(csc_routes.routes)
     setup_validations(app, settings)

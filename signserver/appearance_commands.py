@@ -1,26 +1,25 @@
 """The security officer's ``signserver credentials set-appearance`` command, run on the server.
 
 It reads the PNG files, stores them in the credential's appearance profile
-through the core (which validates them and appends the audit record), and
-returns a summary for the command's output.
+through the core (which validates them and appends the audit record) as the
+signed-in security officer, and returns a summary for the command's output.
 """
 
 from __future__ import annotations
 
-import asyncio
-import getpass
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from signserver.config import Settings
 from signserver.core.appearance_profiles import AppearanceChange, default_appearance, set_credential_appearance
-from signserver.core.context import utc_now
+from signserver.core.context import CoreContext, utc_now
+from signserver.core.roles import SECURITY_OFFICER, require_role
 from signserver.signing.appearance import DEFAULT_SEAL_DIAMETER_MM, MAX_IMAGE_BYTES
 from signserver.signing.errors import AppearanceImageInvalid
 from signserver.store.db import Store
+from signserver.store.records import Official
 
-__all__ = ["AppearanceSummary", "set_appearance"]
+__all__ = ["AppearanceSummary", "appearance_change", "set_appearance"]
 
 
 @dataclass(frozen=True)
@@ -36,27 +35,27 @@ class AppearanceSummary:
     default_is_explicit: bool
 
 
-def set_appearance(
-    settings: Settings,
-    credential_id: str,
+def appearance_change(
     *,
     signature_image: Path | None = None,
     seal_image: Path | None = None,
     seal_diameter_mm: float | None = None,
     default: str | None = None,
-) -> AppearanceSummary:
-    """Store the given images and settings in the credential's profile; the operator's login is the actor.
-
-    Raises AppearanceImageInvalid for a file that cannot be read or is too
-    large, and the errors of ``set_credential_appearance``.
-    """
-    change = AppearanceChange(
+) -> AppearanceChange:
+    """Read the given images; raises AppearanceImageInvalid for a file that cannot be read or is too large."""
+    return AppearanceChange(
         signature_image=_read_image(signature_image, "signature_image") if signature_image else None,
         seal_image=_read_image(seal_image, "seal_image") if seal_image else None,
         seal_diameter_mm=seal_diameter_mm,
         default_appearance=default,
     )
-    return asyncio.run(_store(settings, credential_id, change, f"cli:{getpass.getuser()}"))
+
+
+async def set_appearance(ctx: CoreContext, officer: Official, credential_id: str,
+                         change: AppearanceChange) -> AppearanceSummary:
+    """Store the change in the credential's profile as ``officer`` (a security officer)."""
+    require_role(officer, SECURITY_OFFICER)
+    return await _store(ctx.store, credential_id, change, officer.id)
 
 
 def _read_image(path: Path, image: str) -> bytes:
@@ -71,15 +70,11 @@ def _read_image(path: Path, image: str) -> bytes:
     return data
 
 
-async def _store(settings: Settings, credential_id: str, change: AppearanceChange, actor_id: str) -> AppearanceSummary:
-    store = Store(settings.database_url)
-    try:
-        async with store.transaction() as tx:
-            profile = await set_credential_appearance(tx, credential_id, change, actor_type="security_officer",
-                                                      actor_id=actor_id, now=utc_now())
-            credential = await tx.credential(credential_id)
-    finally:
-        await store.close()
+async def _store(store: Store, credential_id: str, change: AppearanceChange, actor_id: str) -> AppearanceSummary:
+    async with store.transaction() as tx:
+        profile = await set_credential_appearance(tx, credential_id, change, actor_type="security_officer",
+                                                  actor_id=actor_id, now=utc_now())
+        credential = await tx.credential(credential_id)
 
     assert credential is not None
     return AppearanceSummary(

@@ -18,6 +18,9 @@ import structlog
 
 from signserver.config import Settings
 from signserver.logging import configure_logging
+from signserver.admin_cli import add_person_arguments
+from signserver.key_commands import add_keys_parser, run_keys_command
+from signserver.policy_commands import POLICY_HANDLERS, add_policy_parsers
 from signserver.validate_command import add_validate_parser, run_validate
 from signserver.signing.stamp import VIETNAM_TIME_ZONE
 
@@ -125,6 +128,8 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
 
     if _say_database_missing(settings):
         return 2
+    if args.demo_ca_command == "issue":
+        return _demo_ca_issue(settings, args)
     try:
         if args.demo_ca_command == "revoke":
             result = asyncio.run(revoke_credential(settings, args.credential_id, args.reason))
@@ -159,6 +164,32 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_ca_issue(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from signserver.demo_ca_commands import DemoCaCommandError, issue_for_csr
+
+    try:
+        issued = asyncio.run(issue_for_csr(settings, args.csr.read_bytes(), args.kind, args.days))
+        args.out.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
+        if args.chain_out is not None:
+            args.chain_out.write_bytes(b"".join(item.public_bytes(Encoding.PEM) for item in issued.chain))
+    except DemoCaCommandError as exc:
+        _say(exc.vietnamese, exc.english, stream=sys.stderr)
+        return 1
+    except OSError as exc:
+        _say(f"Không đọc hoặc ghi được tệp {exc.filename}: {exc.strerror}.",
+             f"Cannot read or write file {exc.filename}: {exc.strerror}.", stream=sys.stderr)
+        return 2
+    certificate = issued.certificate
+    valid_to = certificate.not_valid_after_utc.isoformat()
+    _say(f"CA thử nghiệm đã cấp chứng thư số {args.kind} số hiệu {certificate.serial_number:x}, hiệu lực đến "
+         f"{valid_to}, ghi vào {args.out}. Nhập bằng `signserver keys import`.",
+         f"The demo CA issued a {args.kind} certificate, serial {certificate.serial_number:x}, valid to "
+         f"{valid_to}, written to {args.out}. Import it with `signserver keys import`.")
+    return 0
+
+
 def _utc_datetime(value: str) -> datetime:
     """Parse an ISO 8601 date or date-time for argparse; a value without offset is UTC."""
     try:
@@ -169,16 +200,19 @@ def _utc_datetime(value: str) -> datetime:
 
 
 def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
-    from signserver.appearance_commands import set_appearance
+    from signserver.admin_cli import run_as_person
+    from signserver.appearance_commands import appearance_change, set_appearance
+    from signserver.core.roles import SECURITY_OFFICER
     from signserver.errors import SignserverError
     from signserver.i18n import message
 
     if _say_database_missing(settings):
         return 2
     try:
-        summary = set_appearance(settings, args.credential_id, signature_image=args.signature_image,
-                                 seal_image=args.seal_image, seal_diameter_mm=args.seal_diameter_mm,
-                                 default=args.default)
+        change = appearance_change(signature_image=args.signature_image, seal_image=args.seal_image,
+                                   seal_diameter_mm=args.seal_diameter_mm, default=args.default)
+        summary = run_as_person(settings, args, (SECURITY_OFFICER,),
+                                lambda ctx, officer: set_appearance(ctx, officer, args.credential_id, change))
     except SignserverError as exc:
         _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
         return 2
@@ -216,75 +250,6 @@ def _database_missing(settings: Settings) -> bool:
     return settings.database_url.startswith(prefix) and not Path(settings.database_url[len(prefix):]).is_file()
 
 
-def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    if _database_missing(settings):
-        _say(f"Không tìm thấy cơ sở dữ liệu {settings.database_url}; kiểm tra SIGNSERVER_HOME hoặc SIGNSERVER_DATABASE_URL.",
-             f"Database {settings.database_url} not found; check SIGNSERVER_HOME or SIGNSERVER_DATABASE_URL.",
-             stream=sys.stderr)
-        return 2
-    try:
-        return _run_audit(settings, args)
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", exc))[:200]
-        _say(f"Không đọc được nhật ký từ {settings.database_url}: {reason}",
-             f"Cannot read the audit trail from {settings.database_url}: {reason}", stream=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # The reader (for example `head`) closed the pipe: nothing more to print.
-        sys.stderr.close()
-        return 0
-
-
-def _run_audit(settings: Settings, args: argparse.Namespace) -> int:
-    from signserver.api.serialize import audit_record_json
-    from signserver.core.audit import verify_audit_chain
-    from signserver.store.db import Store
-
-    async def verify() -> int:
-        store = Store(settings.database_url)
-        try:
-            result = await verify_audit_chain(store)
-        finally:
-            await store.close()
-        if result.ok:
-            _say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
-                 f"Audit trail intact: {result.records_checked} records, hash chain verified.")
-            return 0
-        where_vi = f" tại bản ghi {result.first_bad_seq}" if result.first_bad_seq is not None else ""
-        where_en = f" at record {result.first_bad_seq}" if result.first_bad_seq is not None else ""
-        _say(f"Nhật ký đã bị can thiệp: {result.problem}{where_vi} "
-             f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
-             f"Audit trail tampered: {result.problem}{where_en} "
-             f"({result.records_checked} records before it verified).", stream=sys.stderr)
-        return 1
-
-    async def listing() -> int:
-        store = Store(settings.database_url)
-        try:
-            dossier = unicodedata.normalize("NFC", args.dossier) if args.dossier else None
-            async with store.transaction() as tx:
-                records = await tx.audit_records(dossier_code=dossier, request_id=args.request)
-        finally:
-            await store.close()
-        if args.json:
-            print(json.dumps([audit_record_json(r) for r in records], ensure_ascii=False, indent=2))
-            return 0
-        print(f"{'#':>6}  {'time (+07:00)':<19}  {'hành động / action':<22} {'chủ thể / actor':<36} "
-              f"{'yêu cầu / request':<26} mã hồ sơ / dossier  chi tiết / details")
-        for record in records:
-            when = record.recorded_at.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M:%S")
-            actor = f"{record.actor_type}:{record.actor_id}"
-            print(f"{record.seq:>6}  {when:<19}  {record.action:<22} {actor:<36} "
-                  f"{record.request_id or '-':<26} {record.dossier_code or '-'}  {record.details_json}")
-        if not records:
-            _say("Không có bản ghi nào.", "No records.")
-        return 0
-
-    return asyncio.run(verify() if args.audit_command == "verify" else listing())
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="signserver", description="Dịch vụ ký số tập trung / remote signing service")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -318,6 +283,14 @@ def _parser() -> argparse.ArgumentParser:
     reissue.add_argument("--not-after", type=_utc_datetime,
                          help="end of validity, ISO 8601, e.g. 2020-01-01 for an expired certificate "
                               "(default: two years after the start)")
+    issue = demo_ca_commands.add_parser(
+        "issue", help="cấp chứng thư số theo CSR / issue a signing certificate for a CSR")
+    issue.add_argument("--csr", type=Path, required=True, help="the PKCS#10 CSR, PEM or DER")
+    issue.add_argument("--out", type=Path, required=True, help="file to write the PEM certificate to")
+    issue.add_argument("--chain-out", type=Path, help="file to write the issuing CA and root certificates to (PEM)")
+    issue.add_argument("--kind", choices=["personal", "seal"], default="personal",
+                       help="personal (default): the subject needs a UID CCCD:, CMND: or HC:; seal: a UID MST:")
+    issue.add_argument("--days", type=int, default=730, help="validity in days from now, 1 to 3650 (default 730)")
 
     credentials = commands.add_parser("credentials", help="chứng thư số dùng để ký / signing credentials")
     credentials_commands = credentials.add_subparsers(dest="credentials_command", required=True)
@@ -333,16 +306,12 @@ def _parser() -> argparse.ArgumentParser:
                             help="the seal's real diameter in millimetres, 20 to 60 (default 36)")
     appearance.add_argument("--default", choices=["signature", "seal", "text"],
                             help="appearance of requests that name none (default: the key's image, else text)")
+    add_person_arguments(appearance)
 
     add_validate_parser(commands)
 
-    audit = commands.add_parser("audit", help="nhật ký / audit trail")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    audit_commands.add_parser("verify", help="kiểm tra chuỗi băm / verify the hash chain")
-    listing = audit_commands.add_parser("list", help="liệt kê bản ghi / list records")
-    listing.add_argument("--dossier", help="only records of this dossier code (mã hồ sơ)")
-    listing.add_argument("--request", help="only records of this sign request id")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_policy_parsers(commands)
+    add_keys_parser(commands)
     return parser
 
 
@@ -353,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo" and args.server is None:
         args.server = f"http://127.0.0.1:{settings.port}"
     handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,
-                "audit": _cmd_audit, "credentials": _cmd_credentials, "validate": run_validate}
+                "credentials": _cmd_credentials, "validate": run_validate, "keys": run_keys_command,
+                **POLICY_HANDLERS}
     return handlers[args.command](settings, args)
 
 

@@ -30,6 +30,7 @@ from signserver.config import Settings
 from signserver.core.auth import hash_password, new_api_key, sha256_hex
 from signserver.core.appearance_profiles import set_credential_appearance
 from signserver.core.audit import append_audit
+from signserver.core.policy_versions import bootstrap_policy
 from signserver.demo_ca import create_demo_ca
 from signserver.demo_images import demo_appearance_changes
 from signserver.hsm_bridge import SECRET_WRAP_KEY_ID, SECRET_WRAP_KEY_LABEL, HsmSecretBox
@@ -69,6 +70,34 @@ DEMO_OFFICIALS = (
 SEAL_CREDENTIAL_ID = "cred-seal-ubnd-mau-son"
 SEAL_HOLDER_ID = "off-nguyen-van-an"  # the văn thư who operates the agency seal
 TSA_CREDENTIAL_ID = "cred-tsa"
+
+# A second agency of the same province with its own one-stop application and
+# seal, so that a trial shows one agency's application cannot reach another's keys.
+OTHER_AGENCY = "Sở Tư pháp tỉnh Thử Nghiệm"
+OTHER_APPLICATION_ID = "app-motcua-so-tu-phap"
+OTHER_SEAL_CREDENTIAL_ID = "cred-seal-so-tu-phap"
+OTHER_SEAL_HOLDER = DemoOfficial("off-vu-thi-lan", "lan.vt", "Vũ Thị Lan", "Văn thư Sở Tư pháp",
+                                 "", "EC", 256, "CCCD:001192000003")
+
+
+@dataclass(frozen=True)
+class DemoPerson:
+    """A security officer or an auditor: no key, signs in with a password and a TOTP code."""
+
+    id: str
+    username: str
+    full_name: str
+    title: str
+    roles: str
+
+
+DEMO_ADMINISTRATORS = (
+    DemoPerson("so-le-van-cuong", "cuong.lv", "Lê Văn Cường", "Cán bộ quản trị an ninh, Sở Thông tin và Truyền thông",
+               "security_officer"),
+    DemoPerson("so-pham-thu-ha", "ha.pt", "Phạm Thu Hà", "Cán bộ quản trị an ninh, Sở Thông tin và Truyền thông",
+               "security_officer"),
+    DemoPerson("aud-hoang-minh-duc", "duc.hm", "Hoàng Minh Đức", "Thanh tra viên, Thanh tra tỉnh", "auditor"),
+)
 
 
 def _write_secret_file(path: Path, content: str) -> None:
@@ -154,7 +183,8 @@ def _provision_with_token(settings: Settings, token: hsm.Hsm) -> dict[str, Any]:
     credential_rows: list[dict[str, Any]] = []
 
     def add_credential(credential_id: str, kind: str, key_type: str, key_size: int, subject: demo_pki.SubjectSpec,
-                       display_name: str, signer_title: str, owner: str | None, approver: str | None) -> None:
+                       display_name: str, signer_title: str, owner: str | None, approver: str | None,
+                       agency: str = DEMO_AGENCY) -> None:
         key_id = _new_key_id()
         spki = _generate(token, key_id, credential_id, key_type, key_size)
         if kind == "tsa":
@@ -170,7 +200,7 @@ def _provision_with_token(settings: Settings, token: hsm.Hsm) -> dict[str, Any]:
             key_size=key_size, certificate_der=certificate.public_bytes(serialization.Encoding.DER),
             chain_pem=chain_pem, cert_serial_hex=_serial_hex(certificate), owner_official_id=owner,
             approver_official_id=approver, display_name=display_name, signer_title=signer_title,
-            agency=DEMO_AGENCY, status="active", created_at=now,
+            agency=agency, status="active", created_at=now, public_key_der=spki,
         ))
 
     for official in DEMO_OFFICIALS:
@@ -186,6 +216,12 @@ def _provision_with_token(settings: Settings, token: hsm.Hsm) -> dict[str, Any]:
         demo_pki.SubjectSpec(common_name=DEMO_AGENCY, organization=DEMO_AGENCY, locality=DEMO_LOCALITY,
                              state=DEMO_PROVINCE, user_id="MST:0100000001"),
         DEMO_AGENCY, "", None, SEAL_HOLDER_ID,
+    )
+    add_credential(
+        OTHER_SEAL_CREDENTIAL_ID, "seal", OTHER_SEAL_HOLDER.key_type, OTHER_SEAL_HOLDER.key_size,
+        demo_pki.SubjectSpec(common_name=OTHER_AGENCY, organization=OTHER_AGENCY, locality="Thành phố Thử Nghiệm",
+                             state=DEMO_PROVINCE, user_id="MST:0100000002"),
+        OTHER_AGENCY, "", None, OTHER_SEAL_HOLDER.id, agency=OTHER_AGENCY,
     )
     add_credential(
         TSA_CREDENTIAL_ID, "tsa", "RSA", 2048,
@@ -205,8 +241,26 @@ async def _store_accounts(settings: Settings, token: hsm.Hsm, credential_rows: l
     store = Store(settings.database_url)
     secret_box = HsmSecretBox(token)
     api_key = new_api_key()
+    other_api_key = new_api_key()
     app_password = secrets.token_urlsafe(18)
     officials_out = []
+    administrators_out = []
+
+    async def add_person(person_id: str, username: str, full_name: str, title: str, agency: str,
+                         roles: str) -> dict[str, Any]:
+        password = secrets.token_urlsafe(12)
+        totp_secret = pyotp.random_base32()
+        await tx.insert_official(
+            id=person_id, username=username, full_name=full_name, title=title, agency=agency,
+            password_hash=hash_password(password), totp_secret_wrapped=await secret_box.seal(totp_secret.encode()),
+            otp_failed_count=0, enabled=True, created_at=now, roles=roles,
+        )
+        return {
+            "id": person_id, "full_name": full_name, "title": title, "username": username, "password": password,
+            "totp_secret": totp_secret, "roles": roles.split(","),
+            "totp_uri": pyotp.TOTP(totp_secret).provisioning_uri(name=username, issuer_name="signserver"),
+        }
+
     try:
         async with store.transaction() as tx:
             await tx.insert_application(
@@ -214,27 +268,39 @@ async def _store_accounts(settings: Settings, token: hsm.Hsm, credential_rows: l
                 agency=DEMO_AGENCY, api_key_sha256=sha256_hex(api_key), basic_username="motcua-demo",
                 basic_password_hash=hash_password(app_password), enabled=True, created_at=now,
             )
+            await tx.insert_application(
+                id=OTHER_APPLICATION_ID, name="Hệ thống một cửa điện tử Sở Tư pháp (thử nghiệm)",
+                agency=OTHER_AGENCY, api_key_sha256=sha256_hex(other_api_key), basic_username=None,
+                basic_password_hash=None, enabled=True, created_at=now,
+            )
             for official in DEMO_OFFICIALS:
-                password = secrets.token_urlsafe(12)
-                totp_secret = pyotp.random_base32()
-                await tx.insert_official(
-                    id=official.id, username=official.username, full_name=official.full_name, title=official.title,
-                    agency=DEMO_AGENCY, password_hash=hash_password(password),
-                    totp_secret_wrapped=await secret_box.seal(totp_secret.encode()),
-                    otp_failed_count=0, enabled=True, created_at=now,
-                )
-                officials_out.append({
-                    "id": official.id, "full_name": official.full_name, "title": official.title,
-                    "username": official.username, "password": password, "totp_secret": totp_secret,
-                    "totp_uri": pyotp.TOTP(totp_secret).provisioning_uri(name=official.username, issuer_name="signserver"),
-                    "credential_id": official.credential_id,
-                })
+                roles = "official,seal_holder" if official.id == SEAL_HOLDER_ID else "official"
+                person = await add_person(official.id, official.username, official.full_name, official.title,
+                                          DEMO_AGENCY, roles)
+                officials_out.append({**person, "credential_id": official.credential_id})
+            other_holder = await add_person(OTHER_SEAL_HOLDER.id, OTHER_SEAL_HOLDER.username,
+                                            OTHER_SEAL_HOLDER.full_name, OTHER_SEAL_HOLDER.title, OTHER_AGENCY,
+                                            "official,seal_holder")
+            for administrator in DEMO_ADMINISTRATORS:
+                administrators_out.append(await add_person(
+                    administrator.id, administrator.username, administrator.full_name, administrator.title,
+                    "Sở Thông tin và Truyền thông tỉnh Thử Nghiệm", administrator.roles))
             for row in credential_rows:
+                public_key_der = row.pop("public_key_der")
                 await tx.insert_credential(**row)
+                await tx.insert_hsm_key(
+                    id="key_" + row["key_id_hex"][:20], key_id_hex=row["key_id_hex"], key_label=row["key_label"],
+                    key_type=row["key_type"], key_size=row["key_size"], public_key_der=public_key_der,
+                    state="active", credential_id=row["id"], certificate_der=row["certificate_der"],
+                    chain_pem=row["chain_pem"], cert_serial_hex=row["cert_serial_hex"], created_at=now,
+                    created_by="signserver-init", updated_at=now,
+                )
             await append_audit(tx, action="initialized", actor_type="system", actor_id="signserver-init",
                                details={"credentials": [r["id"] for r in credential_rows],
-                                        "officials": [o.id for o in DEMO_OFFICIALS],
-                                        "applications": [DEMO_APPLICATION_ID]}, now=now)
+                                        "officials": [o.id for o in DEMO_OFFICIALS] + [OTHER_SEAL_HOLDER.id],
+                                        "administrators": [a.id for a in DEMO_ADMINISTRATORS],
+                                        "applications": [DEMO_APPLICATION_ID, OTHER_APPLICATION_ID]}, now=now)
+            await bootstrap_policy(tx, settings.policies_dir, now)
             appearances = demo_appearance_changes([(o.credential_id, o.full_name) for o in DEMO_OFFICIALS],
                                                   SEAL_CREDENTIAL_ID, DEMO_AGENCY, DEMO_PROVINCE)
             for credential_id, change in appearances.items():
@@ -248,5 +314,13 @@ async def _store_accounts(settings: Settings, token: hsm.Hsm, credential_rows: l
                         "password": app_password},
         "officials": officials_out,
         "seal": {"credential_id": SEAL_CREDENTIAL_ID, "holder_official_id": SEAL_HOLDER_ID},
+        "security_officers": [a for a in administrators_out if "security_officer" in a["roles"]],
+        "auditors": [a for a in administrators_out if "auditor" in a["roles"]],
+        "other_agency": {
+            "agency": OTHER_AGENCY,
+            "application": {"id": OTHER_APPLICATION_ID, "api_key": other_api_key},
+            "seal": {"credential_id": OTHER_SEAL_CREDENTIAL_ID, "holder_official_id": OTHER_SEAL_HOLDER.id},
+            "seal_holder": other_holder,
+        },
         "demo_root_certificate": str(settings.demo_root_file),
     }

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from tests.certomancer_pki import CertomancerPki, start_certomancer_pki
-from tests.harness import REPO, Client, OtpCodes, Server, free_port, init_home
+from tests.harness import Client, OtpCodes, Server, cli_login, free_port, init_home
 from tests.verifiers import make_nss_trust_db
 
 # Limits small enough to test quickly; the defaults are 50 MiB, 72 hours and 15 minutes.
@@ -41,36 +40,44 @@ def service_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
-def service_home(tmp_path_factory: pytest.TempPathFactory, service_port: int) -> tuple[Path, dict[str, Any]]:
-    home = tmp_path_factory.mktemp("signserver-home")
-    return home, init_home(home, service_port)
-
-
 # The test server's policy leaves out the agency seal, so a seal request shows a policy denial.
 TEST_POLICY = """\
-version: 1
-rules:
-  - id: test-officials-only
-    applications: [app-motcua-demo]
-    credentials: [cred-tran-thi-bich-ngoc, cred-nguyen-van-an]
-    formats: [pades, cades, raw]
+description: Test policy — the two demo officials' keys for the demo one-stop application; no seal.
+keys:
+  - credential: cred-tran-thi-bich-ngoc
+    owner: {officials: [off-tran-thi-bich-ngoc]}
+    rules:
+      - id: test-ngoc
+        applications: [app-motcua-demo]
+        formats: [pades, cades, raw]
+  - credential: cred-nguyen-van-an
+    owner: {officials: [off-nguyen-van-an]}
+    rules:
+      - id: test-an
+        applications: [app-motcua-demo]
+        formats: [pades, cades, raw]
 """
 
 
 @pytest.fixture(scope="session")
 def test_policies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("policies")
-    shutil.copy(REPO / "policies" / "schema.json", directory / "schema.json")
     (directory / "test.yaml").write_text(TEST_POLICY, encoding="utf-8")
     return directory
 
 
 @pytest.fixture(scope="session")
-def server(service_home: tuple[Path, dict[str, Any]], service_port: int, test_policies_dir: Path) -> Iterator[Server]:
+def service_home(tmp_path_factory: pytest.TempPathFactory, service_port: int,
+                 test_policies_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The session's data directory; ``signserver init`` stores the test policy as its first version."""
+    home = tmp_path_factory.mktemp("signserver-home")
+    return home, init_home(home, service_port, SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
+
+
+@pytest.fixture(scope="session")
+def server(service_home: tuple[Path, dict[str, Any]], service_port: int) -> Iterator[Server]:
     home, _credentials = service_home
-    env = dict(TEST_SERVER_ENV, SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
-    running = Server(home, service_port, env).start()
+    running = Server(home, service_port, dict(TEST_SERVER_ENV)).start()
     yield running
     running.stop()
 
@@ -83,6 +90,13 @@ def credentials(service_home: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def otp_codes() -> OtpCodes:
     return OtpCodes()
+
+
+@pytest.fixture(scope="session")
+def auditor_session(service_home: tuple[Path, dict[str, Any]], otp_codes: OtpCodes) -> str:
+    """A CLI session of the demo auditor on the session's data directory, for `signserver audit ...`."""
+    home, credentials = service_home
+    return cli_login(home, credentials["auditors"][0], otp_codes)
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,26 @@ def init_home(home: Path, port: int | None = None, **extra: str) -> dict[str, An
     return json.loads((home / "demo-credentials.json").read_text(encoding="utf-8"))
 
 
+def cli_login(home: Path, person: dict[str, Any], otp: "OtpCodes", port: int | None = None) -> str:
+    """Run ``signserver login`` as ``person`` (from the demo credentials) and return the session token."""
+    result = subprocess.run(
+        [SIGNSERVER, "login", "--user", person["username"], "--otp", otp.next(person["totp_secret"])],
+        env=service_env(home, port, SIGNSERVER_PASSWORD=person["password"]), capture_output=True, text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def run_cli(home: Path, *args: str, session: str | None = None, port: int | None = None,
+            timeout: float = 120, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run a ``signserver`` command on ``home``, as the person of ``session`` when given."""
+    if session is not None:
+        extra["SIGNSERVER_SESSION"] = session
+    return subprocess.run([SIGNSERVER, *args], env=service_env(home, port, **extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @dataclass
 class Server:
     home: Path

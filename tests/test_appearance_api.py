@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +20,7 @@ from PIL import Image, ImageDraw
 from signserver.signing.appearance import mm_to_points
 from signserver.signing.sample import generate_sample_pdf
 from tests.conftest import TEST_SERVER_ENV
-from tests.harness import REPO, SIGNSERVER, Client, OtpCodes, Server, free_port, init_home, service_env
+from tests.harness import SIGNSERVER, Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli, service_env
 from tests.verifiers import make_nss_trust_db, pdfsig_signatures, pdftotext_area, pyhanko_validate, qpdf_check
 
 A4_HEIGHT = 842.0
@@ -30,12 +29,19 @@ SEAL_DIAMETER_POINTS = mm_to_points(36.0)
 RENDER_DPI = 144
 
 POLICY_WITH_SEAL = """\
-version: 1
-rules:
-  - id: test-officials-and-seal
-    applications: [app-motcua-demo]
-    credentials: [cred-tran-thi-bich-ngoc, cred-nguyen-van-an, cred-seal-ubnd-mau-son]
-    formats: [pades]
+keys:
+  - credential: cred-tran-thi-bich-ngoc
+    owner: {officials: [off-tran-thi-bich-ngoc]}
+    rules:
+      - {id: test-ngoc, applications: [app-motcua-demo], formats: [pades]}
+  - credential: cred-nguyen-van-an
+    owner: {officials: [off-nguyen-van-an]}
+    rules:
+      - {id: test-an, applications: [app-motcua-demo], formats: [pades]}
+  - credential: cred-seal-ubnd-mau-son
+    owner: {agency: "Ủy ban nhân dân huyện Mẫu Sơn"}
+    rules:
+      - {id: test-seal, applications: [app-motcua-demo], formats: [pades]}
 """
 
 
@@ -44,11 +50,10 @@ def appearance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     home = tmp_path_factory.mktemp("appearance-home")
     # The certificates name the demo CA's OCSP and CRL services on this port, which pdfsig queries.
     port = free_port()
-    credentials = init_home(home, port)
     policies = tmp_path_factory.mktemp("appearance-policies")
-    shutil.copy(REPO / "policies" / "schema.json", policies / "schema.json")
     (policies / "seal.yaml").write_text(POLICY_WITH_SEAL, encoding="utf-8")
-    server = Server(home, port, dict(TEST_SERVER_ENV, SIGNSERVER_POLICIES_DIR=str(policies))).start()
+    credentials = init_home(home, port, SIGNSERVER_POLICIES_DIR=str(policies))
+    server = Server(home, port, dict(TEST_SERVER_ENV)).start()
     yield server, credentials
     server.stop()
 
@@ -282,21 +287,27 @@ def test_cli_sets_signature_image(appearance_server: tuple[Server, dict], api: C
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     credential_id = credentials["officials"][1]["credential_id"]
 
-    result = subprocess.run([SIGNSERVER, "credentials", "set-appearance", credential_id, "--signature-image",
-                             str(image), "--default", "signature"],
-                            env=service_env(server.home), capture_output=True, text=True, timeout=60)
+    officer = credentials["security_officers"][0]
+    officer_session = cli_login(server.home, officer, api.otp)
+    official_session = cli_login(server.home, credentials["officials"][0], api.otp)
+    arguments = ["credentials", "set-appearance", credential_id, "--signature-image", str(image),
+                 "--default", "signature"]
+    refused = run_cli(server.home, *arguments, session=official_session)
+    assert refused.returncode == 2 and "security_officer" in refused.stderr, refused.stdout + refused.stderr
+    result = run_cli(server.home, *arguments, session=officer_session)
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("Đã cập nhật hình thức hiển thị") < result.stdout.index("Updated the signature")
     assert digest in result.stdout
 
-    audit = subprocess.run([SIGNSERVER, "audit", "list", "--json"], env=service_env(server.home),
-                           capture_output=True, text=True, timeout=60, check=True)
+    auditor_session = cli_login(server.home, credentials["auditors"][0], api.otp)
+    audit = run_cli(server.home, "audit", "list", "--json", session=auditor_session)
+    assert audit.returncode == 0, audit.stderr
     records = [r for r in json.loads(audit.stdout) if r["action"] == "credential_appearance_set"]
     assert records[-1]["actor_type"] == "security_officer"
+    assert records[-1]["actor_id"] == officer["id"]
     assert records[-1]["details"]["signature_image"]["sha256"] == digest
     assert "iVBOR" not in audit.stdout  # the start of a base64-encoded PNG
-    verified = subprocess.run([SIGNSERVER, "audit", "verify"], env=service_env(server.home),
-                              capture_output=True, text=True, timeout=60)
+    verified = run_cli(server.home, "audit", "verify", session=auditor_session)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
     response = api.submit(sample, signer=credentials["officials"][1]["id"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from signserver.signing.sample import generate_sample_pdf
-from tests.harness import SIGNSERVER, Client, Server, service_env
+from tests.harness import Client, Server, run_cli
 
 DOSSIER = "000.00.01.H01-261204-0777"
 
@@ -30,22 +30,23 @@ def signed_dossier(client: Client, tmp_path_factory: pytest.TempPathFactory) -> 
     return request_id
 
 
-def audit(server: Server, *args: str, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
+def audit(server: Server, session: str, *args: str, database_url: str | None = None
+          ) -> subprocess.CompletedProcess[str]:
+    """Run `signserver audit ARGS` as the demo auditor."""
     extra = {"SIGNSERVER_DATABASE_URL": database_url} if database_url else {}
-    return subprocess.run([SIGNSERVER, "audit", *args], env=service_env(server.home, **extra),
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(server.home, "audit", *args, session=session, **extra)
 
 
-def test_dossier_trail_lists_every_step(server: Server, signed_dossier: str) -> None:
-    result = audit(server, "list", "--dossier", DOSSIER, "--json")
+def test_dossier_trail_lists_every_step(server: Server, auditor_session: str, signed_dossier: str) -> None:
+    result = audit(server, auditor_session, "list", "--dossier", DOSSIER, "--json")
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     actions = [record["action"] for record in records if record["request_id"] == signed_dossier]
     assert actions == ["submitted", "policy_allowed", "approved", "signing_started", "signed", "downloaded"]
 
 
-def test_signed_record_names_key_and_certificate(server: Server, signed_dossier: str) -> None:
-    records = json.loads(audit(server, "list", "--request", signed_dossier, "--json").stdout)
+def test_signed_record_names_key_and_certificate(server: Server, auditor_session: str, signed_dossier: str) -> None:
+    records = json.loads(audit(server, auditor_session, "list", "--request", signed_dossier, "--json").stdout)
     signed = next(record for record in records if record["action"] == "signed")
     assert signed["key_id"]
     assert signed["certificate_serial"]
@@ -53,16 +54,16 @@ def test_signed_record_names_key_and_certificate(server: Server, signed_dossier:
     assert signed["actor_type"] == "system"
 
 
-def test_otp_failure_recorded_without_code(server: Server, signed_dossier: str) -> None:
-    result = audit(server, "list", "--json")
+def test_otp_failure_recorded_without_code(server: Server, auditor_session: str, signed_dossier: str) -> None:
+    result = audit(server, auditor_session, "list", "--json")
     failures = [r for r in json.loads(result.stdout)
                 if r["action"] == "otp_failed" and signed_dossier in r["details"].get("request_ids", [])]
     assert len(failures) == 1
     assert "000000" not in json.dumps(failures[0])
 
 
-def test_audit_verify_passes_on_real_trail(server: Server, signed_dossier: str) -> None:
-    result = audit(server, "verify")
+def test_audit_verify_passes_on_real_trail(server: Server, auditor_session: str, signed_dossier: str) -> None:
+    result = audit(server, auditor_session, "verify")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -77,23 +78,25 @@ def _copy_database(server: Server, target: Path) -> str:
     "DELETE FROM audit_log WHERE action = 'submitted' AND seq = (SELECT MIN(seq) FROM audit_log WHERE action = 'submitted')",
     "UPDATE audit_log SET details_json = '{}' WHERE action = 'signed'",
 ])
-def test_audit_verify_detects_tampering(server: Server, signed_dossier: str, tmp_path: Path, tamper: str) -> None:
+def test_audit_verify_detects_tampering(server: Server, auditor_session: str, signed_dossier: str, tmp_path: Path,
+                                       tamper: str) -> None:
     url = _copy_database(server, tmp_path / "copy.db")
     with sqlite3.connect(tmp_path / "copy.db") as db:
         db.execute(tamper)
-    result = audit(server, "verify", database_url=url)
+    result = audit(server, auditor_session, "verify", database_url=url)
     assert result.returncode == 1
     assert "Audit trail tampered" in result.stderr
 
 
-def test_audit_verify_detects_reordering(server: Server, signed_dossier: str, tmp_path: Path) -> None:
+def test_audit_verify_detects_reordering(server: Server, auditor_session: str, signed_dossier: str,
+                                        tmp_path: Path) -> None:
     url = _copy_database(server, tmp_path / "copy.db")
     with sqlite3.connect(tmp_path / "copy.db") as db:
         low, high = db.execute("SELECT MIN(seq), MAX(seq) FROM audit_log").fetchone()
         db.execute("UPDATE audit_log SET seq = -1 WHERE seq = ?", (low + 1,))
         db.execute("UPDATE audit_log SET seq = ? WHERE seq = ?", (low + 1, high - 1))
         db.execute("UPDATE audit_log SET seq = ? WHERE seq = -1", (high - 1,))
-    assert audit(server, "verify", database_url=url).returncode == 1
+    assert audit(server, auditor_session, "verify", database_url=url).returncode == 1
 
 
 def test_no_secret_in_server_log(server: Server, credentials: dict, signed_dossier: str) -> None:
@@ -106,11 +109,12 @@ def test_no_secret_in_server_log(server: Server, credentials: dict, signed_dossi
         assert secret not in log
 
 
-def test_no_secret_in_audit_trail(server: Server, credentials: dict, signed_dossier: str) -> None:
-    trail = audit(server, "list", "--json").stdout
-    for official in credentials["officials"]:
-        assert official["password"] not in trail
-        assert official["totp_secret"] not in trail
+def test_no_secret_in_audit_trail(server: Server, auditor_session: str, credentials: dict,
+                                  signed_dossier: str) -> None:
+    trail = audit(server, auditor_session, "list", "--json").stdout
+    for person in credentials["officials"] + credentials["security_officers"] + credentials["auditors"]:
+        assert person["password"] not in trail
+        assert person["totp_secret"] not in trail
     assert credentials["application"]["api_key"] not in trail
 
 

@@ -27,7 +27,7 @@ from cryptography.x509 import ocsp
 
 from signserver import demo_pki
 from signserver.signing.sample import generate_sample_pdf
-from tests.harness import SIGNSERVER, Client, OtpCodes, Server, free_port, init_home, service_env
+from tests.harness import SIGNSERVER, Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli, service_env
 
 REVOKED_CREDENTIAL = "cred-nguyen-van-an"
 EXPIRED_CREDENTIAL = "cred-tran-thi-bich-ngoc"
@@ -201,10 +201,9 @@ def own_server(tmp_path_factory: pytest.TempPathFactory, test_policies_dir: Path
                ) -> Iterator[tuple[Server, dict[str, Any]]]:
     home = tmp_path_factory.mktemp("revocation-home")
     port = free_port()
-    credentials = init_home(home, port)
+    credentials = init_home(home, port, SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
     # No reuse of OCSP responses, so a revocation made between submission and signing is seen at signing.
-    server = Server(home, port, {"SIGNSERVER_POLICIES_DIR": str(test_policies_dir),
-                                 "SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS": "0"}).start()
+    server = Server(home, port, {"SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS": "0"}).start()
     yield server, credentials
     server.stop()
 
@@ -214,9 +213,11 @@ def demo_ca_command(server: Server, *args: str) -> subprocess.CompletedProcess[s
                           text=True, timeout=60)
 
 
-def audit_actions(server: Server, request_id: str) -> list[dict[str, Any]]:
-    result = subprocess.run([SIGNSERVER, "audit", "list", "--request", request_id, "--json"],
-                            env=service_env(server.home), capture_output=True, text=True, timeout=60, check=True)
+def audit_actions(server: Server, credentials: dict[str, Any], request_id: str) -> list[dict[str, Any]]:
+    """The request's audit records, read with `signserver audit list` as the demo auditor."""
+    session = cli_login(server.home, credentials["auditors"][0], OtpCodes())
+    result = run_cli(server.home, "audit", "list", "--request", request_id, "--json", session=session)
+    assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
@@ -237,7 +238,7 @@ def own_client(own_server: tuple[Server, dict[str, Any]]) -> Client:
 
 
 def test_revoked_credential_refused_before_hsm(own_server, own_client: Client, tmp_path: Path) -> None:
-    server, _credentials = own_server
+    server, credentials = own_server
     pdf = generate_sample_pdf(tmp_path / "in.pdf")
     baseline = sign_as(own_client, 0, pdf)
     signatures_before = hsm_signature_count(server)
@@ -250,7 +251,7 @@ def test_revoked_credential_refused_before_hsm(own_server, own_client: Client, t
                                   own_client.otp.next(official["totp_secret"]))
     rejected = own_client.wait_final(submitted.json()["id"])
     signatures_after = hsm_signature_count(server)
-    records = audit_actions(server, rejected["id"])
+    records = audit_actions(server, credentials, rejected["id"])
     submitted_after = own_client.submit(pdf, signer=official["credential_id"], language="en")
 
     assert baseline["state"] == "signed"
@@ -354,8 +355,9 @@ def unreachable_ca_server(tmp_path_factory: pytest.TempPathFactory, test_policie
                           ) -> Iterator[tuple[Server, dict[str, Any]]]:
     home = tmp_path_factory.mktemp("unreachable-ca-home")
     port = free_port()
-    credentials = init_home(home, port, SIGNSERVER_DEMO_CA_URL=f"http://127.0.0.1:{free_port()}/demo-ca")
-    server = Server(home, port, {"SIGNSERVER_POLICIES_DIR": str(test_policies_dir)}).start()
+    credentials = init_home(home, port, SIGNSERVER_DEMO_CA_URL=f"http://127.0.0.1:{free_port()}/demo-ca",
+                            SIGNSERVER_POLICIES_DIR=str(test_policies_dir))
+    server = Server(home, port).start()
     yield server, credentials
     server.stop()
 

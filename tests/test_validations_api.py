@@ -28,7 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 from signserver.config import PROJECT_ROOT
 from tests.certomancer_pki import CertomancerPki
-from tests.harness import SIGNSERVER, Client, Server, service_env
+from tests.harness import Client, Server, run_cli
 from tests.signing import report_samples
 from tests.signing.conftest import write_pdf
 from tests.verifiers import pdfsig_signatures
@@ -268,13 +268,13 @@ def test_validation_cades_attached(client: Client, server: Server, signed_by_ser
     assert _openssl_verifies(signed_by_service.attached, None, server, signed_by_service.directory) is True
 
 
-def test_validation_audit_record(client: Client, server: Server, signed_by_service: SignedByService) -> None:
+def test_validation_audit_record(client: Client, server: Server, signed_by_service: SignedByService,
+                                 auditor_session: str) -> None:
     response = _validate(client, signed_by_service.pdf)
     assert response.status_code == 200, response.text
     sha256 = hashlib.sha256(signed_by_service.pdf.read_bytes()).hexdigest()
 
-    listing = subprocess.run([SIGNSERVER, "audit", "list", "--json"], env=service_env(server.home),
-                             capture_output=True, text=True, timeout=60)
+    listing = run_cli(server.home, "audit", "list", "--json", session=auditor_session)
     assert listing.returncode == 0, listing.stderr
     records = [r for r in json.loads(listing.stdout)
                if r["action"] == "document_validated" and r["document_sha256"] == sha256]

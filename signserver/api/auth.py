@@ -10,9 +10,10 @@ from aiohttp import web
 from signserver.core.auth import SESSION_TOKEN_PREFIX, Authenticator
 from signserver.core.context import utc_now
 from signserver.core.errors import AuthenticationFailed
+from signserver.core.roles import OFFICIAL, SEAL_HOLDER, require_role
 from signserver.store.records import Application, Official
 
-__all__ = ["require_application", "require_official", "bearer_token"]
+__all__ = ["require_application", "require_official", "require_person", "bearer_token"]
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -40,9 +41,17 @@ async def require_application(request: web.Request) -> Application:
     raise AuthenticationFailed()
 
 
-async def require_official(request: web.Request) -> Official:
+async def require_person(request: web.Request, *roles: str) -> Official:
+    """The person of the session token, who must hold one of ``roles``; an API key is never accepted here."""
     token = bearer_token(request)
     if not token or not token.startswith(SESSION_TOKEN_PREFIX):
         raise AuthenticationFailed("session_invalid")
     authenticator: Authenticator = request.app["authenticator"]
-    return await authenticator.official_by_session(token, utc_now())
+    person = await authenticator.official_by_session(token, utc_now())
+    require_role(person, *roles)
+    return person
+
+
+async def require_official(request: web.Request) -> Official:
+    """An official or a seal holder: the people who approve signatures."""
+    return await require_person(request, OFFICIAL, SEAL_HOLDER)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from signserver.core import queries
 from signserver.core.auth import Authenticator
 from signserver.core.context import CoreContext, utc_now
 from signserver.core.decisions import approve_requests, reject_request
+from signserver.core.roles import PERSON_ROLES
 from signserver.errors import InvalidInput
 
-from .auth import bearer_token, require_official
+from .auth import bearer_token, require_official, require_person
+from .bodies import json_body as _json_body
+from .bodies import string_field as _string_field
 from .serialize import iso, sign_request_json, submitted_document_response
 
 __all__ = ["routes"]
@@ -20,37 +21,16 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise InvalidInput("unsupported_media_type", content_type=request.content_type, expected="application/json")
-    try:
-        body = await request.json()
-    except RecursionError:
-        raise InvalidInput("invalid_request", reason="body is JSON nested too deeply") from None
-    except ValueError as exc:
-        raise InvalidInput("invalid_request", reason=f"body is not valid JSON ({exc})") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("invalid_request", reason="body must be a JSON object")
-    return body
-
-
-def _string_field(body: dict[str, Any], name: str, max_length: int = 1000) -> str:
-    value = body.get(name)
-    if value is None or value == "":
-        raise InvalidInput("field_missing", field=name)
-    if not isinstance(value, str):
-        raise InvalidInput("field_invalid", field=name, reason="must be a string")
-    if len(value) > max_length:
-        raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")
-    return value
-
-
 @routes.post("/api/v1/sessions")
 async def login(request: web.Request) -> web.Response:
     body = await _json_body(request)
     authenticator: Authenticator = request.app["authenticator"]
+    otp = body.get("otp")
+    if otp is not None and not isinstance(otp, str):
+        raise InvalidInput("field_invalid", field="otp", reason="must be a string")
     session = await authenticator.login_official(
-        _string_field(body, "username", 128), _string_field(body, "password", 1024), utc_now()
+        _string_field(body, "username", 128), _string_field(body, "password", 1024), utc_now(),
+        otp=otp[:16] if otp else None,
     )
     official = session.official
     return web.json_response(
@@ -59,7 +39,7 @@ async def login(request: web.Request) -> web.Response:
             "token_type": "Bearer",
             "expires_at": iso(session.expires_at),
             "official": {"id": official.id, "full_name": official.full_name, "title": official.title,
-                         "agency": official.agency},
+                         "agency": official.agency, "roles": sorted(official.role_set)},
         },
         status=201,
     )
@@ -67,7 +47,7 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/sessions/current")
 async def logout(request: web.Request) -> web.Response:
-    await require_official(request)
+    await require_person(request, *PERSON_ROLES)
     authenticator: Authenticator = request.app["authenticator"]
     await authenticator.logout_official(bearer_token(request) or "")
     return web.Response(status=204)

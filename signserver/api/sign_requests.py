@@ -8,7 +8,7 @@ from aiohttp import web
 
 from signserver.core import queries
 from signserver.core.context import CoreContext
-from signserver.core.states import FINAL_STATES, PENDING_APPROVAL
+from signserver.core.states import APPROVED, FINAL_STATES, PENDING_APPROVAL
 from signserver.core.submission import SubmitMetadata, submit_sign_request
 from signserver.errors import InvalidInput
 
@@ -45,6 +45,9 @@ async def create_sign_request(request: web.Request) -> web.Response:
         meta = SubmitMetadata.parse(metadata, request.headers.get("Idempotency-Key"),
                                     int(ctx.settings.min_request_ttl.total_seconds()))
         sign_request, created = await submit_sign_request(ctx, application, meta, document)
+        if created and sign_request.state == APPROVED:
+            # The policy needs no official's approval (an agency seal on a named document type): sign now.
+            request.app["signing_queue"].submit(sign_request.id)
     finally:
         # Moved into place on success; anything left is a refused or retried upload.
         if document is not None:

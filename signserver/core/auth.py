@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +21,9 @@ from signserver.store.records import Application, Official
 
 from .audit import append_audit
 from .errors import AuthenticationFailed
+from .otp import OtpPolicy, check_otp
+from .ports import SecretBox
+from .roles import login_needs_otp, require_role
 
 __all__ = [
     "sha256_hex",
@@ -71,9 +75,13 @@ class OfficialSession:
 
 
 class Authenticator:
-    def __init__(self, store: Store, session_ttl: timedelta) -> None:
+    def __init__(self, store: Store, session_ttl: timedelta, secret_box: SecretBox | None = None,
+                 otp_policy: OtpPolicy | None = None) -> None:
         self.store = store
         self.session_ttl = session_ttl
+        # Needed to check the TOTP code of security officers and auditors at login.
+        self.secret_box = secret_box
+        self.otp_policy = otp_policy
 
     async def application_by_api_key(self, api_key: str) -> Application:
         async with self.store.transaction() as tx:
@@ -92,28 +100,64 @@ class Authenticator:
             raise AuthenticationFailed()
         return application
 
-    async def login_official(self, username: str, password: str, now: datetime) -> OfficialSession:
+    async def login_official(self, username: str, password: str, now: datetime, otp: str | None = None,
+                             channel: str = "api") -> OfficialSession:
+        """Check the password, and the TOTP code for administrative roles, then open a session."""
+        official = await self.authenticate_person(username, password, now, otp=otp, channel=channel)
+        token = new_session_token()
+        expires_at = now + self.session_ttl
+        async with self.store.transaction() as tx:
+            await tx.insert_session(
+                token_sha256=sha256_hex(token), official_id=official.id, created_at=now, expires_at=expires_at
+            )
+        return OfficialSession(token, official, expires_at)
+
+    async def authenticate_person(self, username: str, password: str, now: datetime, *, otp: str | None = None,
+                                  roles: tuple[str, ...] = (), channel: str = "api") -> Official:
+        """Return the person whose password (and TOTP code, for administrative roles) is right.
+
+        A wrong password, unknown user or disabled account fails with the same
+        error; each attempt is audited. A missing or wrong code for a security
+        officer or auditor fails too, counting toward the same lockout as
+        approvals. With ``roles``, the person must also hold one of them.
+        """
+        otp_error: Exception | None = None
         async with self.store.transaction() as tx:
             official = await tx.official_by_username(username)
-            if official is None or not official.enabled or not verify_password(official.password_hash, password):
-                if official is None:
-                    verify_password(None, password)
+            password_ok = verify_password(official.password_hash if official else None, password)
+            if official is None or not official.enabled or not password_ok:
                 await append_audit(
                     tx, action="official_login_failed", actor_type="official",
-                    actor_id=official.id if official else "unknown", details={"username": username[:128]}, now=now,
+                    actor_id=official.id if official else "unknown",
+                    details={"username": username[:128], "channel": channel}, now=now,
                 )
                 failed = True
             else:
-                token = new_session_token()
-                expires_at = now + self.session_ttl
-                await tx.insert_session(
-                    token_sha256=sha256_hex(token), official_id=official.id, created_at=now, expires_at=expires_at
-                )
-                await append_audit(tx, action="official_logged_in", actor_type="official", actor_id=official.id, now=now)
                 failed = False
+                if login_needs_otp(official):
+                    otp_error = await self._check_login_otp(tx, official, otp, now)
+                if otp_error is None:
+                    await append_audit(tx, action="official_logged_in", actor_type=_actor_type(official),
+                                       actor_id=official.id, details={"channel": channel}, now=now)
         if failed:
             raise AuthenticationFailed("login_failed")
-        return OfficialSession(token, official, expires_at)
+        if otp_error is not None:
+            raise otp_error
+        assert official is not None
+        if roles:
+            require_role(official, *roles)
+        return official
+
+    async def _check_login_otp(self, tx: Any, official: Official, otp: str | None, now: datetime) -> Exception | None:
+        if not otp:
+            await append_audit(tx, action="official_login_failed", actor_type=_actor_type(official),
+                               actor_id=official.id, details={"reason": "otp_missing"}, now=now)
+            return AuthenticationFailed("login_otp_required")
+        assert self.secret_box is not None and self.otp_policy is not None, "administrative login needs the HSM"
+        current = await tx.official(official.id, for_update=True)
+        _step, error = await check_otp(tx, current, otp, now=now, secret_box=self.secret_box,
+                                       policy=self.otp_policy, context={"purpose": "login"})
+        return error
 
     async def official_by_session(self, token: str, now: datetime) -> Official:
         async with self.store.transaction() as tx:
@@ -129,3 +173,11 @@ class Authenticator:
     async def logout_official(self, token: str) -> None:
         async with self.store.transaction() as tx:
             await tx.delete_session(sha256_hex(token))
+
+
+def _actor_type(person: Official) -> str:
+    """The audit actor type of a person: their administrative role if they have one, else "official"."""
+    for role in ("security_officer", "auditor"):
+        if role in person.role_set:
+            return role
+    return "official"

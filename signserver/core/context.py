@@ -6,13 +6,14 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from signserver.config import Settings
 from signserver.store.db import Store
 
 from .otp import OtpPolicy
 from .policy import PolicySet
-from .ports import DocumentSigner, PdfChecker, SecretBox
+from .ports import DocumentSigner, KeyVault, PdfChecker, SecretBox
 
 __all__ = ["CoreContext", "utc_now", "new_id"]
 
@@ -34,6 +35,10 @@ class CoreContext:
     pdf_checker: PdfChecker
     document_signer: DocumentSigner
     clock: Callable[[], datetime] = field(default=utc_now)
+    # The HSM's key lifecycle operations; None where a context only signs (tests of the signing core).
+    key_vault: KeyVault | None = None
+    # The roots an imported certificate must chain to: the demo root and SIGNSERVER_TRUST_ANCHORS (asn1crypto).
+    trust_roots: list[Any] = field(default_factory=list)
 
     @property
     def otp_policy(self) -> OtpPolicy:

@@ -8,6 +8,7 @@ without spending the code. The OTP is checked before anything changes.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import structlog
@@ -63,6 +64,7 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
 
     async with ctx.store.transaction() as tx:
         requests = [await _decidable_request(tx, ctx, official, request_id) for request_id in unique_ids]
+        await _check_batch_limits(tx, ctx, requests)
         current = await tx.official(official.id, for_update=True)
         assert current is not None
         step, otp_error = await check_otp(
@@ -96,6 +98,17 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
         log.info("sign_request.approved", request_id=request.id, dossier_code=request.dossier_code,
                  approval_id=approval_id, official_id=official.id)
     return Approval(approval_id, official.id, tuple(approved))
+
+
+async def _check_batch_limits(tx: Transaction, ctx: CoreContext, requests: list[SignRequest]) -> None:
+    """Each key's policy may allow fewer signatures per approval than the service-wide batch size."""
+    policy = await ctx.policies.current(tx)
+    per_credential = Counter(request.credential_id for request in requests)
+    for credential_id, count in per_credential.items():
+        key_policy = policy.key_policy(credential_id)
+        limit = key_policy.max_batch if key_policy is not None else None
+        if limit is not None and count > limit:
+            raise BatchTooLarge(count=count, limit=limit)
 
 
 async def reject_request(ctx: CoreContext, official: Official, request_id: str, reason: str) -> SignRequest:

@@ -22,6 +22,8 @@ __all__ = [
     "IdempotencyKeyReused",
     "BatchTooLarge",
     "HsmUnavailable",
+    "RoleRequired",
+    "KeyDisabled",
 ]
 
 
@@ -81,3 +83,15 @@ class BatchTooLarge(InvalidInput):
 
 class HsmUnavailable(Unavailable):
     code = "hsm_unavailable"
+
+
+class RoleRequired(Forbidden):
+    """The caller is authenticated but lacks the role. ``params['role']`` names the roles that may."""
+
+    code = "role_required"
+
+
+class KeyDisabled(Forbidden):
+    """A security officer disabled the signer's key; it signs nothing until enabled again."""
+
+    code = "key_disabled"

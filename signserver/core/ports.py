@@ -14,7 +14,7 @@ from typing import Protocol
 from signserver.signing.anchor import AnchorPlacement
 from signserver.store.records import Credential, SignRequest
 
-__all__ = ["SecretBox", "DocumentSigner", "SignedDocument", "PdfChecker", "CheckedPdf", "AnchorPlacement"]
+__all__ = ["SecretBox", "DocumentSigner", "SignedDocument", "PdfChecker", "CheckedPdf", "AnchorPlacement", "KeyVault"]
 
 
 class SecretBox(Protocol):
@@ -75,4 +75,23 @@ class PdfChecker(Protocol):
         points with the same centre. The resulting box is
         ``CheckedPdf.stamp_box`` and must lie inside its page too.
         """
+        ...
+
+
+class KeyVault(Protocol):
+    """Key pairs inside the HSM, for the security officer's key lifecycle (see ``core.keys``).
+
+    Private keys are generated sensitive and non-extractable and are found by CKA_ID.
+    """
+
+    async def generate(self, key_id: bytes, label: str, key_type: str, key_size: int) -> bytes:
+        """Generate a key pair ("RSA" 2048/3072/4096 or "EC" 256/384) and return its SubjectPublicKeyInfo DER."""
+        ...
+
+    async def sign_digest(self, key_id: bytes, key_type: str, digest: bytes, digest_algorithm: str) -> bytes:
+        """Sign a digest: RSA PKCS#1 v1.5 over its DigestInfo, or ECDSA returned as a DER ECDSA-Sig-Value."""
+        ...
+
+    async def destroy(self, key_id: bytes) -> int:
+        """Destroy the private and public key objects with this CKA_ID; return how many were destroyed."""
         ...

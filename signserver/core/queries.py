@@ -98,7 +98,8 @@ async def audit_trail(ctx: CoreContext, *, dossier_code: str | None = None,
 
 
 async def credentials_for_application(ctx: CoreContext, application: Application) -> list[Credential]:
-    allowed = ctx.policies.credentials_for(application.id)
+    """The signing credentials whose policy names ``application``; other agencies' keys are left out unseen."""
     async with ctx.store.transaction() as tx:
+        allowed = (await ctx.policies.current(tx)).credentials_for(application.id)
         everything = await tx.credentials()
-    return [c for c in everything if c.kind != "tsa" and (allowed is None or c.id in allowed)]
+    return [c for c in everything if c.kind != "tsa" and c.id in allowed]

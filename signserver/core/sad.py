@@ -40,10 +40,14 @@ from . import queries
 from .audit import append_audit
 from .auth import sha256_hex
 from .context import CoreContext, new_id
-from .errors import PolicyDenied
+from .errors import KeyDisabled, PolicyDenied, SignerUnknown
+from .key_access import evaluate_key_use
 from .metrics import OTP_FAILURES
 from .otp import check_otp
+from .policy import PolicyQuery
+from .quotas import QuotaExceeded
 from .raw_signing import check_digest_length
+from .signature_options import RAW_LEVEL
 
 __all__ = [
     "RAW_FORMAT",
@@ -290,9 +294,18 @@ async def spend_sad(ctx: CoreContext, application: Application, credential: Cred
             if not unused:
                 raise SadInvalid(reason="every hash it authorized has been signed")
             positions = _match_hashes(unused, hashes_hex)
+            # Checked again and counted now: the policy or the quotas may have changed since the authorization.
+            query = PolicyQuery(application_id=application.id, credential_id=credential.id,
+                                signature_format=RAW_FORMAT, signature_level=RAW_LEVEL, document_type=None,
+                                batch_size=len(digests))
+            key_use = await evaluate_key_use(tx, ctx, credential, query, now, signer_name=credential.id,
+                                             count=len(digests), consume=True)
+            if key_use.error is not None:
+                raise key_use.error
             if await tx.mark_csc_sad_hashes_used(stored.id, positions, now) != len(positions):
                 raise SadInvalid(reason="spent concurrently by another request")
-        except (SadInvalid, SadExpired, HashNotAuthorized) as error:
+        except (SadInvalid, SadExpired, HashNotAuthorized, QuotaExceeded, PolicyDenied, KeyDisabled,
+                SignerUnknown) as error:
             rejection = error
             await _append_rejection(tx, ctx, application, operation, error, credential_id=credential.id,
                                     credential=credential, details={"hashes": hashes_hex, **details})
@@ -373,20 +386,26 @@ def _check_signature_count(ctx: CoreContext, num_signatures: int, hash_count: in
 
 async def _check_policy(ctx: CoreContext, application: Application, credential: Credential, hashes_hex: list[str],
                         now: datetime) -> None:
-    decision = ctx.policies.decide(application.id, credential.id, RAW_FORMAT)
-    if decision.allowed:
-        return
+    """The key policy for a CSC authorization: format raw (the client builds the signature), the batch size, the quotas."""
+    query = PolicyQuery(application_id=application.id, credential_id=credential.id, signature_format=RAW_FORMAT,
+                        signature_level=RAW_LEVEL, document_type=None, batch_size=len(hashes_hex))
     async with ctx.store.transaction() as tx:
+        key_use = await evaluate_key_use(tx, ctx, credential, query, now, signer_name=credential.id,
+                                         count=len(hashes_hex))
+        if key_use.error is None:
+            return
+        decision = key_use.decision
         await append_audit(
             tx, action="policy_denied", actor_type="application", actor_id=application.id,
             key_id_hex=credential.key_id_hex, cert_serial_hex=credential.cert_serial_hex,
             details={"interface": "csc", "credential_id": credential.id, "rule": decision.rule_id,
+                     "reason": getattr(key_use.error, "code", decision.reason),
                      "policy_version": decision.policy_version, "format": RAW_FORMAT, "hashes": hashes_hex},
             now=now,
         )
     log.info("csc.policy_denied", application_id=application.id, credential_id=credential.id,
-             rule=decision.rule_id)
-    error = PolicyDenied(rule=decision.rule_id, signer=credential.id)
+             rule=key_use.decision.rule_id)
+    error = key_use.error
     error.audited = True  # type: ignore[attr-defined]
     raise error
 

@@ -23,6 +23,8 @@ from signserver.store.records import SignRequest
 from .audit import append_audit
 from .context import CoreContext
 from .errors import RequestAlreadyDecided
+from .key_access import evaluate_key_use
+from .policy import PolicyQuery
 from .states import APPROVED, FAILED, SIGNED, SIGNING, transition
 
 __all__ = ["sign_approved_request", "recover_interrupted_requests", "SigningQueue"]
@@ -53,6 +55,15 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
         if request is None or request.state != APPROVED:
             return request.state if request else "missing"
         credential = await tx.credential(request.credential_id)
+        refusal: Exception | None = None
+        if credential is not None:
+            # The policy, the key's state and the quotas are checked again, and the signature counted, now:
+            # they may have changed while the request waited for its approval.
+            query = PolicyQuery(application_id=request.application_id, credential_id=credential.id,
+                                signature_format=request.signature_format, signature_level=request.signature_level,
+                                document_type=request.document_type)
+            refusal = (await evaluate_key_use(tx, ctx, credential, query, now, signer_name=credential.id,
+                                              consume=True)).error
         await transition(tx, request, SIGNING, now)
         await append_audit(
             tx, action="signing_started", actor_type="system", actor_id="signserver", request_id=request.id,
@@ -65,8 +76,10 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
 
     output_path = _output_path(request)
     try:
-        if credential is None or credential.status != "active":
+        if credential is None:
             raise SignserverError("credential_unavailable", credential_id=request.credential_id)
+        if refusal is not None:
+            raise refusal
         password = None
         if request.pdf_password_wrapped is not None:
             password = (await ctx.secret_box.open(request.pdf_password_wrapped)).decode()

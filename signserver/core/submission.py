@@ -31,7 +31,7 @@ from signserver.store.records import Application, Credential, SignRequest
 
 from .audit import append_audit
 from .context import CoreContext, new_id
-from .errors import IdempotencyKeyReused, PolicyDenied, SignerUnknown
+from .errors import IdempotencyKeyReused, SignerUnknown
 from .ports import CheckedPdf
 from .metrics import SIGN_REQUEST_EVENTS
 from .signature_options import (
@@ -44,7 +44,9 @@ from .signature_options import (
     parse_signature_options,
 )
 from .stamp_plan import StampPlan, parse_appearance, parse_stamp_position, plan_stamp
-from .states import PENDING_APPROVAL
+from .key_access import evaluate_key_use
+from .policy import PolicyQuery
+from .states import APPROVED, PENDING_APPROVAL
 
 __all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
 
@@ -269,7 +271,7 @@ async def _resolve_signer(ctx: CoreContext, signer: str) -> Credential:
         credential = await tx.credential(signer)
         if credential is None:
             credential = await tx.personal_credential(signer)
-    if credential is None or credential.kind == "tsa" or credential.status != "active":
+    if credential is None or credential.kind == "tsa":
         raise SignerUnknown(signer=signer)
     return credential
 
@@ -330,20 +332,30 @@ async def _submit(
         return existing, False
 
     credential = await _resolve_signer(ctx, meta.signer)
-    meta.options.check_key_type(credential.key_type)
-    decision = ctx.policies.decide(application.id, credential.id, meta.signature_format)
-    if not decision.allowed:
-        async with ctx.store.transaction() as tx:
+    query = PolicyQuery(application_id=application.id, credential_id=credential.id,
+                        signature_format=meta.signature_format, signature_level=meta.signature_level,
+                        document_type=meta.document_type)
+    async with ctx.store.transaction() as tx:
+        key_use = await evaluate_key_use(tx, ctx, credential, query, now, signer_name=meta.signer)
+        decision = key_use.decision
+        if key_use.error is not None:
             await append_audit(
                 tx, action="policy_denied", actor_type="application", actor_id=application.id,
-                dossier_code=meta.dossier_code, document_sha256=document.sha256, key_id_hex=credential.key_id_hex,
-                details={"credential_id": credential.id, "rule": decision.rule_id,
-                         "policy_version": decision.policy_version, "format": meta.signature_format},
+                dossier_code=meta.dossier_code, document_sha256=document.sha256,
+                key_id_hex=credential.key_id_hex if decision.visible else None,
+                details={"credential_id": credential.id if decision.visible else meta.signer,
+                         "rule": decision.rule_id, "reason": getattr(key_use.error, "code", decision.reason),
+                         "policy_version": decision.policy_version, "format": meta.signature_format,
+                         "level": meta.signature_level, "document_type": meta.document_type},
                 now=now,
             )
+    if key_use.error is not None:
         log.info("sign_request.policy_denied", application_id=application.id, credential_id=credential.id,
-                 dossier_code=meta.dossier_code, rule=decision.rule_id)
-        raise PolicyDenied(rule=decision.rule_id, signer=meta.signer)
+                 dossier_code=meta.dossier_code, rule=decision.rule_id, code=getattr(key_use.error, "code", None))
+        raise key_use.error
+    meta.options.check_key_type(credential.key_type)
+    # Only an agency seal may sign without a person's approval; a personal key always needs its official's code.
+    approval_required = decision.approval_required or credential.kind != "seal"
 
     # A revoked, expired or untrusted certificate is rejected now, before the official spends a code on it.
     # Revocation data is not required here: an unreachable responder is checked again at signing.
@@ -402,12 +414,14 @@ async def _submit(
         document_size=document.size,
         page_count=page_count,
         pdf_password_wrapped=password_wrapped,
-        state=PENDING_APPROVAL,
+        state=PENDING_APPROVAL if approval_required else APPROVED,
         policy_rule=f"{decision.rule_id}@{decision.policy_version}",
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
+    if not approval_required:
+        values.update(decided_by=f"policy:{decision.rule_id}"[:64], decided_at=now, approver_official_id=None)
     try:
         async with ctx.store.transaction() as tx:
             await tx.insert_sign_request(**values)
@@ -423,7 +437,13 @@ async def _submit(
             }, **common)
             await append_audit(tx, action="policy_allowed", details={
                 "rule": decision.rule_id, "policy_version": decision.policy_version,
+                "approval_required": approval_required, "document_type": meta.document_type,
             }, **common)
+            if not approval_required:
+                # An agency seal the policy lets this application use unattended, for this document type.
+                await append_audit(tx, action="approved_by_policy", details={
+                    "rule": decision.rule_id, "policy_version": decision.policy_version,
+                }, **common)
             created = await tx.sign_request(request_id)
     except IntegrityError:
         # A concurrent retry with the same idempotency key won the insert.
@@ -434,7 +454,7 @@ async def _submit(
         return existing, False
 
     assert created is not None
-    SIGN_REQUEST_EVENTS.labels(state=PENDING_APPROVAL).inc()
+    SIGN_REQUEST_EVENTS.labels(state=created.state).inc()
     log.info("sign_request.submitted", request_id=request_id, dossier_code=meta.dossier_code,
              application_id=application.id, credential_id=credential.id)
     return created, True

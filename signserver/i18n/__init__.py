@@ -20,7 +20,14 @@ DEFAULT_LANGUAGE = "vi"
 
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, dict[str, str]]:
-    return json.loads((Path(__file__).parent / "messages.json").read_text(encoding="utf-8"))
+    """Merge ``messages.json`` and the catalogs of each area (``messages_*.json``); a code defined twice is an error."""
+    catalog: dict[str, dict[str, str]] = {}
+    for path in sorted(Path(__file__).parent.glob("messages*.json")):
+        for code, entry in json.loads(path.read_text(encoding="utf-8")).items():
+            if code in catalog:
+                raise ValueError(f"message code {code} is defined twice ({path.name})")
+            catalog[code] = entry
+    return catalog
 
 
 def negotiate_language(accept_language: str | None) -> str:

@@ -13,9 +13,9 @@ from tests.test_audit_trail import audit
 
 
 @pytest.fixture(scope="module")
-def trail(server: Server, sad_misuse: SadMisuse) -> tuple[list[dict[str, Any]], str]:
+def trail(server: Server, auditor_session: str, sad_misuse: SadMisuse) -> tuple[list[dict[str, Any]], str]:
     """Return the audit trail after the misuses of one SAD, and the hash that was signed, then rejected, in hex."""
-    result = audit(server, "list", "--json")
+    result = audit(server, auditor_session, "list", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), sad_misuse.hashes[0].hex()
 
@@ -59,15 +59,15 @@ def test_trail_has_no_otp_field(trail) -> None:
     assert all("otp" not in record["details"] for record in records)
 
 
-def test_trail_wrong_otp_recorded(server: Server, csc: CscClient, rsa_official: dict) -> None:
+def test_trail_wrong_otp_recorded(server: Server, auditor_session: str, csc: CscClient, rsa_official: dict) -> None:
     digests = random_hashes(1)
     csc.authorize("v1", rsa_official["credential_id"], digests, "000000")
-    records = json.loads(audit(server, "list", "--json").stdout)
+    records = json.loads(audit(server, auditor_session, "list", "--json").stdout)
     rejections = [record for record in records if record["action"] == "csc_rejected"
                 and digests[0].hex() in record["details"].get("hashes", [])]
     assert [record["details"]["reason"] for record in rejections] == ["otp_invalid"]
 
 
-def test_trail_verifies_after_csc(server: Server, trail) -> None:
-    result = audit(server, "verify")
+def test_trail_verifies_after_csc(server: Server, auditor_session: str, trail) -> None:
+    result = audit(server, auditor_session, "verify")
     assert result.returncode == 0, result.stdout + result.stderr

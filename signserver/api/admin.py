@@ -1,0 +1,279 @@
+"""Handlers of the security officers' and auditors' routes: keys, certificates, policies, four-eyes changes, audit.
+
+Each route names the role it needs; the rules live in ``signserver.core``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from signserver.core import changes, keys
+from signserver.core.audit import verify_audit_chain
+from signserver.core.context import CoreContext
+from signserver.core.policy import PolicyQuery, parse_policy_documents
+from signserver.core.policy_versions import known_names
+from signserver.core.quotas import quota_usage
+from signserver.core.roles import AUDITOR, SECURITY_OFFICER
+from signserver.errors import InvalidInput
+from signserver.i18n import negotiate_language
+from signserver.store.records import AdminChange, Credential, HsmKey, PolicyVersion
+
+from .auth import require_person
+from .bodies import json_body, optional_string, string_field
+from .serialize import audit_record_json, iso
+
+__all__ = ["routes", "key_json", "change_json"]
+
+routes = web.RouteTableDef()
+
+
+def key_json(key: HsmKey) -> dict[str, Any]:
+    return {
+        "id": key.id, "key_id": key.key_id_hex, "label": key.key_label, "key_type": key.key_type,
+        "key_size": key.key_size, "state": key.state, "credential_id": key.credential_id,
+        "certificate_serial": key.cert_serial_hex, "created_at": iso(key.created_at), "created_by": key.created_by,
+        "updated_at": iso(key.updated_at),
+    }
+
+
+def admin_credential_json(credential: Credential) -> dict[str, Any]:
+    return {
+        "id": credential.id, "kind": credential.kind, "status": credential.status, "key_id": credential.key_id_hex,
+        "key_type": credential.key_type, "key_size": credential.key_size,
+        "certificate_serial": credential.cert_serial_hex, "owner_official_id": credential.owner_official_id,
+        "approver_official_id": credential.approver_official_id, "display_name": credential.display_name,
+        "agency": credential.agency,
+    }
+
+
+def change_json(change: AdminChange) -> dict[str, Any]:
+    return {
+        "id": change.id, "kind": change.kind, "summary": change.summary, "state": change.state,
+        "requested_by": change.requested_by, "requested_at": iso(change.requested_at),
+        "expires_at": iso(change.expires_at), "decided_by": change.decided_by, "decided_at": iso(change.decided_at),
+        "decision_note": change.decision_note,
+    }
+
+
+def policy_version_json(version: PolicyVersion) -> dict[str, Any]:
+    return {"version": version.version, "digest": version.digest, "author_id": version.author_id,
+            "approver_id": version.approver_id, "change_id": version.change_id,
+            "applied_at": iso(version.applied_at)}
+
+
+def _dataclass_from(cls: type, data: Any, field: str) -> Any:
+    """Build ``cls`` from a JSON object, refusing unknown members so that a typo is not silently dropped."""
+    if not isinstance(data, dict):
+        raise InvalidInput("field_invalid", field=field, reason="must be a JSON object")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InvalidInput("field_invalid", field=f"{field}.{unknown[0]}",
+                           reason=f"unknown member; use {', '.join(sorted(names))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise InvalidInput("field_invalid", field=field, reason=str(exc)) from None
+
+
+def _documents(body: dict[str, Any]) -> list[tuple[str, str]]:
+    items = body.get("documents")
+    if not isinstance(items, list) or not items or len(items) > 50:
+        raise InvalidInput("field_invalid", field="documents",
+                           reason="must be a list of 1 to 50 objects with name and text")
+    documents = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or \
+                not isinstance(item.get("text"), str) or not item["name"].endswith(".yaml") or \
+                "/" in item["name"] or len(item["text"]) > 1_000_000:
+            raise InvalidInput("field_invalid", field="documents",
+                               reason="each needs name (a .yaml file name) and text (at most 1 MB)")
+        documents.append((item["name"], item["text"]))
+    return documents
+
+
+# Keys and certificates
+
+
+@routes.get("/api/v1/admin/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    states = [s for s in request.query.get("state", "").split(",") if s] or None
+    found = await keys.list_keys(ctx, officer, states)
+    return web.json_response({"items": [key_json(k) for k in found], "count": len(found)})
+
+
+@routes.post("/api/v1/admin/keys")
+async def generate_key(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    key_size = body.get("key_size")
+    if not isinstance(key_size, int) or isinstance(key_size, bool):
+        raise InvalidInput("field_invalid", field="key_size", reason="must be an integer such as 2048 or 256")
+    key = await keys.generate_key(ctx, officer, string_field(body, "key_type", 8).upper(), key_size,
+                                  optional_string(body, "label", 128))
+    return web.json_response(key_json(key), status=201)
+
+
+@routes.post("/api/v1/admin/keys/{key_id}/csr")
+async def create_csr(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    subject = _dataclass_from(keys.CsrSubject, body.get("subject"), "subject")
+    csr_pem = await keys.create_csr(ctx, officer, request.match_info["key_id"], subject)
+    return web.json_response({"key_id": request.match_info["key_id"], "csr_pem": csr_pem.decode()}, status=201)
+
+
+@routes.post("/api/v1/admin/keys/{key_id}/certificate")
+async def import_certificate(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    certificate_pem = string_field(body, "certificate_pem", 100_000).encode()
+    chain = optional_string(body, "chain_pem", 500_000)
+    rotate = optional_string(body, "rotate_credential_id", 64)
+    new_credential = None
+    if rotate is None:
+        new_credential = _dataclass_from(keys.NewCredential, body.get("credential"), "credential")
+    elif body.get("credential") is not None:
+        raise InvalidInput("field_invalid", field="credential", reason="give credential or rotate_credential_id, not both")
+    credential = await keys.import_certificate(ctx, officer, request.match_info["key_id"], certificate_pem,
+                                               chain.encode() if chain else None, new_credential=new_credential,
+                                               rotate_credential_id=rotate)
+    return web.json_response(admin_credential_json(credential), status=201)
+
+
+@routes.post("/api/v1/admin/keys/{key_id}/destruction")
+async def request_key_destruction(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    change = await changes.request_key_destruction(ctx, officer, request.match_info["key_id"])
+    return web.json_response(change_json(change), status=202)
+
+
+@routes.post("/api/v1/admin/credentials/{credential_id}/{action:(enable|disable)}")
+async def set_credential_enabled(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    enabled = request.match_info["action"] == "enable"
+    credential = await keys.set_credential_enabled(ctx, officer, request.match_info["credential_id"], enabled)
+    return web.json_response(admin_credential_json(credential))
+
+
+@routes.post("/api/v1/admin/credentials/{credential_id}/rotation")
+async def start_rotation(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    key, csr_pem = await keys.start_rotation(ctx, officer, request.match_info["credential_id"])
+    return web.json_response({"key": key_json(key), "csr_pem": csr_pem.decode()}, status=201)
+
+
+# Policies and four-eyes changes
+
+
+@routes.get("/api/v1/admin/policies")
+async def list_policy_versions(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, SECURITY_OFFICER, AUDITOR)
+    async with ctx.store.transaction() as tx:
+        versions = await tx.policy_versions()
+    return web.json_response({"items": [policy_version_json(v) for v in versions], "count": len(versions)})
+
+
+@routes.post("/api/v1/admin/policies/check")
+async def check_policy(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, SECURITY_OFFICER)
+    documents = _documents(await json_body(request))
+    async with ctx.store.transaction() as tx:
+        parsed = parse_policy_documents(documents, await known_names(tx))
+    return web.json_response({"valid": True, "digest": parsed.digest,
+                              "credentials": sorted(parsed.credential_ids())})
+
+
+@routes.post("/api/v1/admin/policies")
+async def request_policy_change(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    change = await changes.request_policy_change(ctx, officer, _documents(await json_body(request)))
+    return web.json_response(change_json(change), status=202)
+
+
+@routes.get("/api/v1/admin/policies/explanation")
+async def explain_policy(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, SECURITY_OFFICER, AUDITOR)
+    query_args = request.query
+    for name in ("app", "key"):
+        if not query_args.get(name):
+            raise InvalidInput("field_missing", field=name)
+    query = PolicyQuery(
+        application_id=query_args["app"], credential_id=query_args["key"],
+        signature_format=query_args.get("format", "pades"), signature_level=query_args.get("level", "B-T"),
+        document_type=query_args.get("doc_type") or None,
+    )
+    async with ctx.store.transaction() as tx:
+        policy = await ctx.policies.current(tx)
+        key_policy = policy.key_policy(query.credential_id)
+        usage = await quota_usage(tx, key_policy, query.credential_id, query.application_id, ctx.clock())
+    explanation = policy.explain(query, ctx.clock(), usage)
+    language = negotiate_language(request.headers.get("Accept-Language"))
+    return web.json_response({**explanation.to_json(), "text": explanation.lines(language)})
+
+
+@routes.get("/api/v1/admin/changes")
+async def list_changes(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    states = [s for s in request.query.get("state", "").split(",") if s] or None
+    found = await changes.list_changes(ctx, officer, states)
+    return web.json_response({"items": [change_json(c) for c in found], "count": len(found)})
+
+
+@routes.post("/api/v1/admin/changes/{change_id}/approval")
+async def approve_change(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    change = await changes.approve_change(ctx, officer, request.match_info["change_id"])
+    return web.json_response(change_json(change))
+
+
+@routes.post("/api/v1/admin/changes/{change_id}/rejection")
+async def reject_change(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    change = await changes.reject_change(ctx, officer, request.match_info["change_id"], string_field(body, "note"))
+    return web.json_response(change_json(change))
+
+
+# Audit trail
+
+
+@routes.get("/api/v1/audit")
+async def audit_list(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, AUDITOR)
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
+    except ValueError:
+        raise InvalidInput("field_invalid", field="after", reason="after and limit must be integers") from None
+    async with ctx.store.transaction() as tx:
+        records = await tx.audit_records(dossier_code=request.query.get("dossier_code"),
+                                         request_id=request.query.get("request_id"), after_seq=after, limit=limit)
+    return web.json_response({"items": [audit_record_json(r) for r in records], "count": len(records)})
+
+
+@routes.get("/api/v1/audit/verification")
+async def audit_verify(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, AUDITOR)
+    result = await verify_audit_chain(ctx.store)
+    return web.json_response(dataclasses.asdict(result))

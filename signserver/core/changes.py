@@ -1,0 +1,207 @@
+"""Four-eyes control: changes one security officer requests and a second one must approve.
+
+Applying a key policy and destroying a key are such changes. The request is
+checked when it is made (a policy with an error is refused then, and nothing
+is stored), waits as ``pending``, and takes effect only when another security
+officer approves it; the requester cannot approve his own change. Both names
+are in the audit records of the request and of the approval, and a stored
+policy version keeps its author and its approver.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+
+import structlog
+
+from signserver.errors import Conflict, Forbidden, NotFound
+from signserver.store.db import Transaction
+from signserver.store.records import AdminChange, Official
+
+from .audit import append_audit
+from .context import CoreContext, new_id
+from .keys import check_destroyable, destroy_key, find_key
+from .policy import parse_policy_documents
+from .policy_versions import documents_digest, insert_policy_version, known_names
+from .roles import SECURITY_OFFICER, require_role
+
+__all__ = [
+    "POLICY_APPLY",
+    "KEY_DESTROY",
+    "CHANGE_TTL",
+    "request_policy_change",
+    "request_key_destruction",
+    "approve_change",
+    "reject_change",
+    "list_changes",
+    "ChangeNotFound",
+    "ChangeNotPending",
+    "FourEyesRequired",
+]
+
+log = structlog.get_logger(__name__)
+
+POLICY_APPLY = "policy_apply"
+KEY_DESTROY = "key_destroy"
+PENDING, APPLIED, REJECTED, EXPIRED, FAILED = "pending", "applied", "rejected", "expired", "failed"
+# A change nobody approved within this time lapses; the requester may ask again.
+CHANGE_TTL = timedelta(days=7)
+
+
+class ChangeNotFound(NotFound):
+    code = "change_not_found"
+
+
+class ChangeNotPending(Conflict):
+    code = "change_not_pending"
+
+
+class FourEyesRequired(Forbidden):
+    code = "four_eyes_required"
+
+
+async def _person_names(tx: Transaction, *ids: str) -> dict[str, str]:
+    names = {}
+    for person_id in ids:
+        person = await tx.official(person_id)
+        names[person_id] = person.full_name if person else person_id
+    return names
+
+
+async def request_policy_change(ctx: CoreContext, officer: Official,
+                                documents: Sequence[tuple[str, str]]) -> AdminChange:
+    """Record a policy change for a second officer to approve; a policy with an error is refused here."""
+    require_role(officer, SECURITY_OFFICER)
+    now = ctx.clock()
+    documents = [(name, text) for name, text in documents]
+    digest = documents_digest(documents)
+    async with ctx.store.transaction() as tx:
+        parsed = parse_policy_documents(documents, await known_names(tx))
+        change_id = new_id("chg")
+        summary = f"policy {digest[:12]}: {', '.join(name for name, _ in documents)}"
+        await tx.insert_admin_change(
+            id=change_id, kind=POLICY_APPLY, summary=summary,
+            payload_json=json.dumps({"documents": [{"name": n, "text": t} for n, t in documents], "digest": digest},
+                                    ensure_ascii=False),
+            requested_by=officer.id, requested_at=now, expires_at=now + CHANGE_TTL, state=PENDING,
+        )
+        await append_audit(tx, action="policy_change_requested", actor_type="security_officer", actor_id=officer.id,
+                           details={"change_id": change_id, "digest": digest,
+                                    "files": [name for name, _ in documents], "requested_by": officer.full_name,
+                                    "credentials": sorted(parsed.credential_ids())}, now=now)
+        change = await tx.admin_change(change_id)
+    assert change is not None
+    log.info("admin_change.requested", change_id=change_id, kind=POLICY_APPLY, officer_id=officer.id)
+    return change
+
+
+async def request_key_destruction(ctx: CoreContext, officer: Official, key_id: str) -> AdminChange:
+    """Record the destruction of a key for a second officer to approve; a key in use is refused here."""
+    require_role(officer, SECURITY_OFFICER)
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        key = await find_key(tx, key_id)
+        credential = await tx.credential(key.credential_id) if key.credential_id else None
+        check_destroyable(key, credential)
+        change_id = new_id("chg")
+        await tx.insert_admin_change(
+            id=change_id, kind=KEY_DESTROY, summary=f"destroy key {key.id} ({key.key_label})",
+            payload_json=json.dumps({"key_id": key.id}), requested_by=officer.id, requested_at=now,
+            expires_at=now + CHANGE_TTL, state=PENDING,
+        )
+        await append_audit(tx, action="key_destruction_requested", actor_type="security_officer",
+                           actor_id=officer.id, key_id_hex=key.key_id_hex, cert_serial_hex=key.cert_serial_hex,
+                           details={"change_id": change_id, "key_id": key.id, "requested_by": officer.full_name},
+                           now=now)
+        change = await tx.admin_change(change_id)
+    assert change is not None
+    log.info("admin_change.requested", change_id=change_id, kind=KEY_DESTROY, officer_id=officer.id)
+    return change
+
+
+async def _pending_change(tx: Transaction, ctx: CoreContext, change_id: str) -> AdminChange:
+    change = await tx.admin_change(change_id, for_update=True)
+    if change is None:
+        raise ChangeNotFound(change_id=change_id)
+    if change.state == PENDING and change.expires_at <= ctx.clock():
+        await tx.update_admin_change(change.id, PENDING, state=EXPIRED)
+        raise ChangeNotPending(change_id=change_id, state=EXPIRED)
+    if change.state != PENDING:
+        raise ChangeNotPending(change_id=change_id, state=change.state)
+    return change
+
+
+async def approve_change(ctx: CoreContext, officer: Official, change_id: str) -> AdminChange:
+    """Approve another officer's pending change and carry it out."""
+    require_role(officer, SECURITY_OFFICER)
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        change = await _pending_change(tx, ctx, change_id)
+        if change.requested_by == officer.id:
+            raise FourEyesRequired(change_id=change_id)
+        names = await _person_names(tx, change.requested_by, officer.id)
+        payload = json.loads(change.payload_json)
+        both = {"change_id": change.id, "requested_by": change.requested_by,
+                "requested_by_name": names[change.requested_by], "approved_by": officer.id,
+                "approved_by_name": names[officer.id]}
+        if change.kind == POLICY_APPLY:
+            documents = [(item["name"], item["text"]) for item in payload["documents"]]
+            # Validated again: a credential or application named by the policy may have gone since the request.
+            version = await insert_policy_version(tx, documents, author_id=change.requested_by,
+                                                  approver_id=officer.id, change_id=change.id, now=now)
+            await tx.update_admin_change(change.id, PENDING, state=APPLIED, decided_by=officer.id, decided_at=now)
+            await append_audit(tx, action="policy_applied", actor_type="security_officer", actor_id=officer.id,
+                               details={**both, "version": version, "digest": payload["digest"],
+                                        "files": [name for name, _ in documents]}, now=now)
+            log.info("policy.applied", version=version, change_id=change.id, author=change.requested_by,
+                     approver=officer.id)
+        elif change.kind != KEY_DESTROY:
+            raise ChangeNotPending(change_id=change_id, state=f"unknown kind {change.kind}")
+
+    if change.kind == KEY_DESTROY:
+        # The HSM call cannot share the database transaction: destroy first, then record the outcome.
+        try:
+            await destroy_key(ctx, change.requested_by, officer, payload["key_id"])
+        except Exception as exc:
+            async with ctx.store.transaction() as tx:
+                await tx.update_admin_change(change.id, PENDING, state=FAILED, decided_by=officer.id,
+                                             decided_at=ctx.clock(), decision_note=str(exc)[:300])
+                await append_audit(tx, action="admin_change_failed", actor_type="security_officer",
+                                   actor_id=officer.id, details={**both, "reason": getattr(exc, "code", "error")},
+                                   now=ctx.clock())
+            raise
+        async with ctx.store.transaction() as tx:
+            await tx.update_admin_change(change.id, PENDING, state=APPLIED, decided_by=officer.id,
+                                         decided_at=ctx.clock())
+    async with ctx.store.transaction() as tx:
+        applied = await tx.admin_change(change.id)
+    assert applied is not None
+    return applied
+
+
+async def reject_change(ctx: CoreContext, officer: Official, change_id: str, note: str) -> AdminChange:
+    """Refuse a pending change (or, for the requester, withdraw it); it never takes effect."""
+    require_role(officer, SECURITY_OFFICER)
+    note = (note or "").strip()[:1000]
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        change = await _pending_change(tx, ctx, change_id)
+        await tx.update_admin_change(change.id, PENDING, state=REJECTED, decided_by=officer.id, decided_at=now,
+                                     decision_note=note)
+        names = await _person_names(tx, change.requested_by, officer.id)
+        await append_audit(tx, action="admin_change_rejected", actor_type="security_officer", actor_id=officer.id,
+                           details={"change_id": change.id, "kind": change.kind, "note": note,
+                                    "requested_by": change.requested_by,
+                                    "requested_by_name": names[change.requested_by],
+                                    "rejected_by": officer.id, "rejected_by_name": names[officer.id]}, now=now)
+        rejected = await tx.admin_change(change.id)
+    assert rejected is not None
+    return rejected
+
+
+async def list_changes(ctx: CoreContext, officer: Official, states: Sequence[str] | None = None) -> list[AdminChange]:
+    require_role(officer, SECURITY_OFFICER)
+    async with ctx.store.transaction() as tx:
+        return await tx.admin_changes(states=states)

@@ -1,0 +1,328 @@
+"""The security officers' and auditors' commands: policies, four-eyes changes, key destruction, audit trail.
+
+``policy check`` changes nothing and needs no sign-in. Every other command
+signs the person in (password + TOTP, see ``admin_cli``) and checks the role
+through the same core functions as the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from signserver.admin_cli import add_person_arguments, run_as_person
+from signserver.config import Settings
+from signserver.core import changes
+from signserver.core.audit import verify_audit_chain
+from signserver.core.context import CoreContext
+from signserver.core.policy import PolicyQuery, parse_policy_documents
+from signserver.core.policy_versions import known_names
+from signserver.core.quotas import quota_usage
+from signserver.core.roles import AUDITOR, SECURITY_OFFICER
+from signserver.errors import SignserverError
+from signserver.i18n import message
+from signserver.signing.stamp import VIETNAM_TIME_ZONE
+from signserver.store.records import AdminChange, Official
+
+__all__ = ["add_policy_parsers", "POLICY_HANDLERS"]
+
+
+def _say(vietnamese: str, english: str, *, stream: Any = None) -> None:
+    print(f"{vietnamese}\n  ({english})", file=stream or sys.stdout)
+
+
+def _error(exc: SignserverError) -> int:
+    _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
+    return 2
+
+
+def _read_documents(paths: list[str]) -> list[tuple[str, str]]:
+    """The YAML files named, or every ``*.yaml`` in a named directory, as (file name, text) pairs."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        files.extend(sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    documents = []
+    for path in files:
+        try:
+            documents.append((path.name, path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SignserverError("policy_file_unreadable", file=str(path), reason=str(exc)) from None
+    if not documents:
+        raise SignserverError("policy_file_unreadable", file=", ".join(paths), reason="no .yaml file found")
+    return documents
+
+
+def _when(change: AdminChange) -> str:
+    return change.requested_at.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M")
+
+
+# policy check / apply / explain / versions
+
+
+def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        if args.policy_command == "check":
+            return _policy_check(settings, args)
+        if args.policy_command == "apply":
+            return _policy_apply(settings, args)
+        if args.policy_command == "explain":
+            return _policy_explain(settings, args)
+        return _policy_versions(settings, args)
+    except SignserverError as exc:
+        return _error(exc)
+
+
+def _policy_check(settings: Settings, args: argparse.Namespace) -> int:
+    documents = _read_documents(args.paths)
+    known = None
+    if settings.initialized_marker.exists():
+        from signserver.store.db import Store
+
+        async def read_names() -> Any:
+            store = Store(settings.database_url)
+            try:
+                async with store.transaction() as tx:
+                    return await known_names(tx)
+            finally:
+                await store.close()
+
+        known = asyncio.run(read_names())
+    parsed = parse_policy_documents(documents, known)
+    against = "đối chiếu với dữ liệu của dịch vụ" if known else "chưa đối chiếu với dữ liệu (chưa khởi tạo)"
+    against_en = "checked against the service's data" if known else "not checked against data (not initialised)"
+    _say(f"Chính sách hợp lệ: {len(documents)} tệp, {len(parsed.credential_ids())} khóa; {against}.",
+         f"Policy valid: {len(documents)} files, {len(parsed.credential_ids())} keys; {against_en}.")
+    return 0
+
+
+def _policy_apply(settings: Settings, args: argparse.Namespace) -> int:
+    documents = _read_documents(args.paths)
+
+    async def apply(ctx: CoreContext, officer: Official) -> AdminChange:
+        return await changes.request_policy_change(ctx, officer, documents)
+
+    change = run_as_person(settings, args, (SECURITY_OFFICER,), apply)
+    _say(f"Đã ghi đề nghị thay đổi chính sách {change.id}. Chính sách CHƯA có hiệu lực: cần một cán bộ quản trị "
+         f"an ninh khác phê duyệt bằng `signserver changes approve {change.id}`.",
+         f"Recorded policy change request {change.id}. The policy is NOT in force yet: another security officer "
+         f"must approve it with `signserver changes approve {change.id}`.")
+    return 0
+
+
+def _policy_explain(settings: Settings, args: argparse.Namespace) -> int:
+    query = PolicyQuery(application_id=args.app, credential_id=args.key, signature_format=args.format,
+                        signature_level=args.level if args.level.lower() == "none" else args.level.upper(),
+                        document_type=args.doc_type)
+
+    async def explain(ctx: CoreContext, _person: Official) -> Any:
+        async with ctx.store.transaction() as tx:
+            policy = await ctx.policies.current(tx)
+            key_policy = policy.key_policy(query.credential_id)
+            usage = await quota_usage(tx, key_policy, query.credential_id, query.application_id, ctx.clock())
+        return policy.explain(query, ctx.clock(), usage)
+
+    explanation = run_as_person(settings, args, (SECURITY_OFFICER, AUDITOR), explain)
+    if args.json:
+        print(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    for line in explanation.lines("vi"):
+        print(line)
+    print()
+    for line in explanation.lines("en"):
+        print(f"  ({line})")
+    return 0
+
+
+def _policy_versions(settings: Settings, args: argparse.Namespace) -> int:
+    async def versions(ctx: CoreContext, _person: Official) -> Any:
+        async with ctx.store.transaction() as tx:
+            return await tx.policy_versions()
+
+    found = run_as_person(settings, args, (SECURITY_OFFICER, AUDITOR), versions)
+    print("phiên bản / version  áp dụng lúc / applied (+07:00)  soạn / author  duyệt / approver  digest")
+    for version in found:
+        when = version.applied_at.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M:%S")
+        print(f"v{version.version:<19} {when:<31} {version.author_id:<14} {version.approver_id:<17} "
+              f"{version.digest[:16]}")
+    return 0
+
+
+# changes list / approve / reject; keys destroy
+
+
+def _cmd_changes(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        if args.changes_command == "list":
+            states = [args.state] if args.state else None
+
+            async def listing(ctx: CoreContext, officer: Official) -> list[AdminChange]:
+                return await changes.list_changes(ctx, officer, states)
+
+            found = run_as_person(settings, args, (SECURITY_OFFICER,), listing)
+            print("mã / id                    loại / kind    trạng thái / state  đề nghị / requested by  lúc / at")
+            for change in found:
+                print(f"{change.id:<26} {change.kind:<14} {change.state:<19} {change.requested_by:<23} "
+                      f"{_when(change)}  {change.summary}")
+            if not found:
+                _say("Không có đề nghị thay đổi nào.", "No change requests.")
+            return 0
+        if args.changes_command == "approve":
+            async def approve(ctx: CoreContext, officer: Official) -> AdminChange:
+                return await changes.approve_change(ctx, officer, args.change_id)
+
+            change = run_as_person(settings, args, (SECURITY_OFFICER,), approve)
+            _say(f"Đã phê duyệt và thực hiện {change.id} ({change.kind}); người đề nghị {change.requested_by}, "
+                 f"người phê duyệt {change.decided_by}. Đã ghi vào nhật ký.",
+                 f"Approved and carried out {change.id} ({change.kind}); requested by {change.requested_by}, "
+                 f"approved by {change.decided_by}. Recorded in the audit trail.")
+            return 0
+
+        async def reject(ctx: CoreContext, officer: Official) -> AdminChange:
+            return await changes.reject_change(ctx, officer, args.change_id, args.note)
+
+        change = run_as_person(settings, args, (SECURITY_OFFICER,), reject)
+        _say(f"Đã từ chối {change.id}; thay đổi không được thực hiện.",
+             f"Rejected {change.id}; the change was not carried out.")
+        return 0
+    except SignserverError as exc:
+        return _error(exc)
+
+
+def _cmd_key_destroy(settings: Settings, args: argparse.Namespace) -> int:
+    async def request(ctx: CoreContext, officer: Official) -> AdminChange:
+        return await changes.request_key_destruction(ctx, officer, args.key_id)
+
+    try:
+        change = run_as_person(settings, args, (SECURITY_OFFICER,), request)
+    except SignserverError as exc:
+        return _error(exc)
+    _say(f"Đã ghi đề nghị hủy khóa {args.key_id}: {change.id}. Khóa CHƯA bị hủy: cần một cán bộ quản trị an ninh "
+         f"khác phê duyệt bằng `signserver changes approve {change.id}`.",
+         f"Recorded the request to destroy key {args.key_id}: {change.id}. The key is NOT destroyed yet: another "
+         f"security officer must approve it with `signserver changes approve {change.id}`.")
+    return 0
+
+
+# audit verify / list
+
+
+def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.api.serialize import audit_record_json
+
+    async def verify(ctx: CoreContext, _auditor: Official) -> int:
+        result = await verify_audit_chain(ctx.store)
+        if result.ok:
+            _say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
+                 f"Audit trail intact: {result.records_checked} records, hash chain verified.")
+            return 0
+        where_vi = f" tại bản ghi {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        where_en = f" at record {result.first_bad_seq}" if result.first_bad_seq is not None else ""
+        _say(f"Nhật ký đã bị can thiệp: {result.problem}{where_vi} "
+             f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
+             f"Audit trail tampered: {result.problem}{where_en} "
+             f"({result.records_checked} records before it verified).", stream=sys.stderr)
+        return 1
+
+    async def listing(ctx: CoreContext, _auditor: Official) -> int:
+        dossier = unicodedata.normalize("NFC", args.dossier) if args.dossier else None
+        async with ctx.store.transaction() as tx:
+            records = await tx.audit_records(dossier_code=dossier, request_id=args.request)
+        if args.json:
+            print(json.dumps([audit_record_json(r) for r in records], ensure_ascii=False, indent=2))
+            return 0
+        print(f"{'#':>6}  {'time (+07:00)':<19}  {'hành động / action':<26} {'chủ thể / actor':<36} "
+              f"{'yêu cầu / request':<26} mã hồ sơ / dossier  chi tiết / details")
+        for record in records:
+            when = record.recorded_at.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M:%S")
+            actor = f"{record.actor_type}:{record.actor_id}"
+            print(f"{record.seq:>6}  {when:<19}  {record.action:<26} {actor:<36} "
+                  f"{record.request_id or '-':<26} {record.dossier_code or '-'}  {record.details_json}")
+        if not records:
+            _say("Không có bản ghi nào.", "No records.")
+        return 0
+
+    try:
+        return run_as_person(settings, args, (AUDITOR,), verify if args.audit_command == "verify" else listing)
+    except SignserverError as exc:
+        return _error(exc)
+
+
+def _cmd_login(settings: Settings, args: argparse.Namespace) -> int:
+    from signserver.admin_cli import open_session
+
+    try:
+        token, person = open_session(settings, args)
+    except SignserverError as exc:
+        return _error(exc)
+    _say(f"Đã đăng nhập: {person.full_name} ({', '.join(sorted(person.role_set))}). Đặt SIGNSERVER_SESSION bằng "
+         f"mã phiên dưới đây cho các lệnh tiếp theo; phiên hết hạn sau {settings.official_session_ttl}.",
+         f"Signed in: {person.full_name}. Set SIGNSERVER_SESSION to the session token below for the next commands; "
+         f"it expires after {settings.official_session_ttl}.", stream=sys.stderr)
+    print(token)
+    return 0
+
+
+def add_policy_parsers(commands: Any) -> None:
+    """Register ``policy``, ``changes`` and ``audit`` (and ``keys destroy`` through ``add_key_destroy_parser``)."""
+    login = commands.add_parser(
+        "login", help="đăng nhập, in mã phiên cho SIGNSERVER_SESSION / sign in, print a session token")
+    add_person_arguments(login)
+
+    policy = commands.add_parser("policy", help="chính sách khóa / key policies")
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_commands.add_parser("check", help="kiểm tra tệp chính sách / validate policy files")
+    check.add_argument("paths", nargs="+", help="policy .yaml files or directories")
+    apply = policy_commands.add_parser(
+        "apply", help="đề nghị áp dụng chính sách (cần người thứ hai duyệt) / request a policy change (four-eyes)")
+    apply.add_argument("paths", nargs="+", help="policy .yaml files or directories")
+    add_person_arguments(apply)
+    explain = policy_commands.add_parser("explain", help="giải thích quyết định / explain a decision")
+    explain.add_argument("--app", required=True, help="application id, e.g. app-motcua-demo")
+    explain.add_argument("--key", required=True, help="credential id, e.g. cred-seal-ubnd-mau-son")
+    explain.add_argument("--doc-type", help="document type code the application would send")
+    explain.add_argument("--format", default="pades", choices=["pades", "cades", "raw"])
+    explain.add_argument("--level", default="B-T", help="B-B, B-T, B-LT, B-LTA (none for raw)")
+    explain.add_argument("--json", action="store_true", help="print JSON")
+    add_person_arguments(explain)
+    versions = policy_commands.add_parser("versions", help="các phiên bản đã áp dụng / applied versions")
+    add_person_arguments(versions)
+
+    change_parser = commands.add_parser("changes", help="thay đổi cần hai người duyệt / four-eyes changes")
+    change_commands = change_parser.add_subparsers(dest="changes_command", required=True)
+    listing = change_commands.add_parser("list", help="liệt kê / list")
+    listing.add_argument("--state", choices=["pending", "applied", "rejected", "expired", "failed"])
+    add_person_arguments(listing)
+    approve = change_commands.add_parser("approve", help="phê duyệt và thực hiện / approve and carry out")
+    approve.add_argument("change_id")
+    add_person_arguments(approve)
+    reject = change_commands.add_parser("reject", help="từ chối / reject")
+    reject.add_argument("change_id")
+    reject.add_argument("--note", required=True, help="lý do / reason")
+    add_person_arguments(reject)
+
+    audit = commands.add_parser("audit", help="nhật ký (thanh tra) / audit trail (auditors)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="kiểm tra chuỗi băm / verify the hash chain")
+    add_person_arguments(verify)
+    listing = audit_commands.add_parser("list", help="liệt kê bản ghi / list records")
+    listing.add_argument("--dossier", help="only records of this dossier code (mã hồ sơ)")
+    listing.add_argument("--request", help="only records of this sign request id")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    add_person_arguments(listing)
+
+
+def add_key_destroy_parser(key_commands: Any) -> None:
+    destroy = key_commands.add_parser(
+        "destroy", help="đề nghị hủy khóa (cần người thứ hai duyệt) / request key destruction (four-eyes)")
+    destroy.add_argument("key_id", help="key id from `signserver keys list`")
+    add_person_arguments(destroy)
+
+
+POLICY_HANDLERS = {"login": _cmd_login, "policy": _cmd_policy, "changes": _cmd_changes, "audit": _cmd_audit}
+KEY_DESTROY_HANDLER = _cmd_key_destroy

@@ -1,0 +1,403 @@
+"""The key policy over HTTP: agency isolation, quotas at the exact count, a disabled key, unattended seals, and
+four-eyes policy changes, on a server with its own data directory and policy.
+
+The policy below gives the demo application (agency A: Ủy ban nhân dân huyện
+Mẫu Sơn) its two officials' keys and its seal, and the Sở Tư pháp's
+application (agency B) its own seal, not yet valid. A change applied by two
+security officers opens B's seal.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from signserver.signing.sample import generate_sample_pdf
+from tests.conftest import TEST_SERVER_ENV
+from tests.harness import Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli
+from tests.verifiers import make_nss_trust_db, pdfsig_signatures
+
+A_POLICY = """\
+description: Chính sách thử nghiệm — khóa của UBND huyện Mẫu Sơn và con dấu của Sở Tư pháp.
+keys:
+  - credential: cred-tran-thi-bich-ngoc
+    owner: {officials: [off-tran-thi-bich-ngoc]}
+    quota: {per_application: {daily: 2}}
+    rules:
+      - id: motcua-ngoc
+        applications: [app-motcua-demo]
+        formats: [pades, raw]
+        levels: [B-B, B-T, none]
+  - credential: cred-nguyen-van-an
+    owner: {officials: [off-nguyen-van-an]}
+    max_batch: 10
+    quota: {lifetime: 3}
+    rules:
+      - id: motcua-an-raw
+        applications: [app-motcua-demo]
+        formats: [raw]
+  - credential: cred-seal-ubnd-mau-son
+    owner: {agency: "Ủy ban nhân dân huyện Mẫu Sơn"}
+    rules:
+      - id: seal-receipts-unattended
+        applications: [app-motcua-demo]
+        document_types: [BN-TIEPNHAN]
+        formats: [pades]
+        approval: none
+"""
+
+B_SEAL_CLOSED = """\
+  - credential: cred-seal-so-tu-phap
+    owner: {agency: "Sở Tư pháp tỉnh Thử Nghiệm"}
+    valid_from: 2099-01-01T00:00:00+07:00
+    rules:
+      - id: sotuphap-results-unattended
+        applications: [app-motcua-so-tu-phap]
+        document_types: [BN-KETQUA]
+        approval: none
+"""
+
+B_SEAL_OPEN = B_SEAL_CLOSED.replace("    valid_from: 2099-01-01T00:00:00+07:00\n", "")
+
+UNKNOWN_SIGNER = "cred-khong-ton-tai"
+B_SEAL = "cred-seal-so-tu-phap"
+
+
+@pytest.fixture(scope="module")
+def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, Any]]]:
+    home = tmp_path_factory.mktemp("policy-home")
+    policies = tmp_path_factory.mktemp("policy-files")
+    (policies / "province.yaml").write_text(A_POLICY + B_SEAL_CLOSED, encoding="utf-8")
+    port = free_port()
+    credentials = init_home(home, port, SIGNSERVER_POLICIES_DIR=str(policies))
+    server = Server(home, port, dict(TEST_SERVER_ENV)).start()
+    yield server, credentials
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def codes() -> OtpCodes:
+    return OtpCodes()
+
+
+@pytest.fixture(scope="module")
+def app_a(policy_server: tuple[Server, dict[str, Any]], codes: OtpCodes) -> Client:
+    server, credentials = policy_server
+    return Client(server, credentials, codes)
+
+
+@pytest.fixture(scope="module")
+def app_b(policy_server: tuple[Server, dict[str, Any]], codes: OtpCodes) -> Client:
+    server, credentials = policy_server
+    client = Client(server, credentials, codes)
+    client.api_key = credentials["other_agency"]["application"]["api_key"]
+    return client
+
+
+@pytest.fixture(scope="module")
+def trust_db(policy_server: tuple[Server, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    server, _credentials = policy_server
+    return make_nss_trust_db(tmp_path_factory.mktemp("policy-nss"), server.home / "demo-root.pem")
+
+
+@pytest.fixture(scope="module")
+def sample_pdf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_sample_pdf(tmp_path_factory.mktemp("policy-pdf") / "phieu.pdf")
+
+
+def _person_login(server: Server, person: dict[str, Any], otp: str | None) -> requests.Response:
+    body = {"username": person["username"], "password": person["password"]}
+    if otp is not None:
+        body["otp"] = otp
+    return requests.post(f"{server.url}/api/v1/sessions", json=body, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def sessions(policy_server: tuple[Server, dict[str, Any]], codes: OtpCodes) -> dict[str, str]:
+    """API session tokens of one person of each role."""
+    server, credentials = policy_server
+    people = {
+        "officer": credentials["security_officers"][0],
+        "auditor": credentials["auditors"][0],
+    }
+    tokens = {}
+    for name, person in people.items():
+        response = _person_login(server, person, codes.next(person["totp_secret"]))
+        assert response.status_code == 201, response.text
+        tokens[name] = response.json()["token"]
+    official = credentials["officials"][0]
+    tokens["official"] = _person_login(server, official, None).json()["token"]
+    tokens["application"] = credentials["application"]["api_key"]
+    return tokens
+
+
+def _digest_request(client: Client, signer: str, **metadata: Any) -> requests.Response:
+    body = {"idempotency_key": f"policy-{time.time_ns()}", "dossier_code": "000.00.01.H01-261205-0042",
+            "title": "Tờ khai thử nghiệm", "signer": signer, "format": "raw", "signature_algorithm": "ecdsa",
+            "digest": hashlib.sha256(str(time.time_ns()).encode()).hexdigest()}
+    body.update(metadata)
+    files = {"metadata": (None, json.dumps(body, ensure_ascii=False), "application/json")}
+    return requests.post(f"{client.url}/api/v1/sign-requests", files=files, headers=client.app_headers("en"),
+                         timeout=60)
+
+
+# Roles
+
+
+@pytest.mark.parametrize(("method", "path", "principal", "status", "code"), [
+    ("GET", "/api/v1/admin/keys", "application", 401, "session_invalid"),
+    ("GET", "/api/v1/admin/keys", "official", 403, "role_required"),
+    ("POST", "/api/v1/admin/keys", "auditor", 403, "role_required"),
+    ("GET", "/api/v1/admin/changes", "auditor", 403, "role_required"),
+    ("POST", "/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/disable", "official", 403, "role_required"),
+    ("GET", "/api/v1/audit", "officer", 403, "role_required"),
+    ("GET", "/api/v1/audit", "official", 403, "role_required"),
+    ("GET", "/api/v1/audit", "application", 401, "session_invalid"),
+    ("GET", "/api/v1/inbox", "officer", 403, "role_required"),
+    ("GET", "/api/v1/inbox", "auditor", 403, "role_required"),
+    ("GET", "/api/v1/sign-requests", "officer", 401, "unauthenticated"),
+    ("GET", "/api/v1/credentials", "official", 401, "unauthenticated"),
+])
+def test_route_refuses_other_roles(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str],
+                                   method: str, path: str, principal: str, status: int, code: str) -> None:
+    server, _credentials = policy_server
+    response = requests.request(method, f"{server.url}{path}", json={} if method == "POST" else None,
+                                headers={"Authorization": f"Bearer {sessions[principal]}"}, timeout=30)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+
+
+@pytest.mark.parametrize(("path", "principal"), [
+    ("/api/v1/admin/keys", "officer"), ("/api/v1/audit", "auditor"), ("/api/v1/admin/policies", "auditor"),
+    ("/api/v1/inbox", "official"),
+])
+def test_route_serves_its_role(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str],
+                               path: str, principal: str) -> None:
+    server, _credentials = policy_server
+    response = requests.get(f"{server.url}{path}", headers={"Authorization": f"Bearer {sessions[principal]}"},
+                            timeout=30)
+    assert response.status_code == 200, response.text
+
+
+def test_officer_login_needs_totp(policy_server: tuple[Server, dict[str, Any]]) -> None:
+    server, credentials = policy_server
+    response = _person_login(server, credentials["security_officers"][1], None)
+    assert response.status_code == 401
+    assert response.json()["code"] == "login_otp_required"
+
+
+def test_cli_refuses_official_reading_audit(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str]
+                                            ) -> None:
+    server, _credentials = policy_server
+    result = run_cli(server.home, "audit", "list", session=sessions["official"])
+    assert result.returncode == 2
+    assert "role_required" not in result.stderr  # people read the message, not the code
+    assert "Cần vai trò: auditor" in result.stderr and "Required role: auditor" in result.stderr
+
+
+# Agency isolation
+
+
+def test_listing_shows_only_own_agency_keys(app_a: Client, app_b: Client) -> None:
+    seen_a = {c["id"] for c in requests.get(f"{app_a.url}/api/v1/credentials", headers=app_a.app_headers(),
+                                            timeout=30).json()["items"]}
+    seen_b = {c["id"] for c in requests.get(f"{app_b.url}/api/v1/credentials", headers=app_b.app_headers(),
+                                            timeout=30).json()["items"]}
+    assert seen_a == {"cred-tran-thi-bich-ngoc", "cred-nguyen-van-an", "cred-seal-ubnd-mau-son"}
+    assert seen_b == {B_SEAL}
+
+
+def test_other_agency_key_answers_like_unknown(app_a: Client, sample_pdf: Path) -> None:
+    foreign = app_a.submit(sample_pdf, signer=B_SEAL, language="en")
+    unknown = app_a.submit(sample_pdf, signer=UNKNOWN_SIGNER, language="en")
+    assert foreign.status_code == unknown.status_code == 422
+    assert foreign.json()["code"] == unknown.json()["code"] == "signer_unknown"
+    assert foreign.json()["detail"].replace(B_SEAL, "X") == unknown.json()["detail"].replace(UNKNOWN_SIGNER, "X")
+    assert "Tư pháp" not in foreign.text
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_csc_other_agency_key_answers_like_unknown(app_a: Client, version: str) -> None:
+    headers = {"Authorization": f"Bearer {app_a.api_key}", "Accept-Language": "en"}
+
+    def info(credential_id: str) -> requests.Response:
+        return requests.post(f"{app_a.url}/csc/{version}/credentials/info", json={"credentialID": credential_id},
+                             headers=headers, timeout=30)
+
+    foreign, unknown = info(B_SEAL), info(UNKNOWN_SIGNER)
+    assert foreign.status_code == unknown.status_code == 400
+    assert foreign.json()["error"] == unknown.json()["error"]
+    assert foreign.json()["error_description"].replace(B_SEAL, "X") == \
+        unknown.json()["error_description"].replace(UNKNOWN_SIGNER, "X")
+    listed = requests.post(f"{app_a.url}/csc/{version}/credentials/list", json={}, headers=headers, timeout=30)
+    assert B_SEAL not in json.dumps(listed.json())
+
+
+def test_denial_names_own_rule_only(app_a: Client, sample_pdf: Path) -> None:
+    denied = app_a.submit(sample_pdf, signer="cred-tran-thi-bich-ngoc", level="B-LT", language="en")
+    assert denied.status_code == 403, denied.text
+    problem = denied.json()
+    assert problem["code"] == "policy_denied"
+    assert "motcua-ngoc" in problem["detail"]
+    assert "sotuphap" not in denied.text and "Tư pháp" not in denied.text
+
+
+# Quotas
+
+
+def test_lifetime_quota_stops_at_exact_count(app_a: Client, policy_server: tuple[Server, dict[str, Any]]) -> None:
+    _server, credentials = policy_server
+    an = credentials["officials"][1]
+    ids = []
+    for _ in range(4):
+        response = _digest_request(app_a, "cred-nguyen-van-an")
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    approved = app_a.approve(app_a.login(1), ids, app_a.otp.next(an["totp_secret"]))
+    assert approved.status_code == 201, approved.text
+    finals = [app_a.wait_final(request_id) for request_id in ids]
+    assert sorted(f["state"] for f in finals) == ["failed", "signed", "signed", "signed"]
+    failed = next(f for f in finals if f["state"] == "failed")
+    assert failed["state_reason"] == "quota_exceeded"
+
+    after = _digest_request(app_a, "cred-nguyen-van-an")
+    assert after.status_code == 403, after.text
+    assert after.json()["code"] == "quota_exceeded"
+    assert "cred-nguyen-van-an.quota.lifetime" in after.json()["detail"]
+
+
+def test_per_application_daily_quota_refuses_csc_batch_beyond_it(app_a: Client) -> None:
+    response = requests.post(
+        f"{app_a.url}/csc/v2/credentials/authorize",
+        json={"credentialID": "cred-tran-thi-bich-ngoc", "numSignatures": 3, "hashAlgorithmOID": "2.16.840.1.101.3.4.2.1",
+              "hashes": [base64.b64encode(hashlib.sha256(bytes([n])).digest()).decode() for n in range(3)],
+              "OTP": "000000"},
+        headers={"Authorization": f"Bearer {app_a.api_key}", "Accept-Language": "en"}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "access_denied"
+    assert "cred-tran-thi-bich-ngoc.quota.per_application.daily" in response.json()["error_description"]
+    assert "otp" not in response.json()["error_description"].lower()  # refused before the code was checked
+
+
+# A disabled key
+
+
+def test_disabled_key_is_refused_then_signs_again(app_a: Client, sessions: dict[str, str], sample_pdf: Path) -> None:
+    officer = {"Authorization": f"Bearer {sessions['officer']}"}
+    disabled = requests.post(f"{app_a.url}/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/disable",
+                             headers=officer, timeout=30)
+    assert disabled.status_code == 200, disabled.text
+    refused = app_a.submit(sample_pdf, signer="cred-tran-thi-bich-ngoc", language="en")
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["code"] == "key_disabled"
+    enabled = requests.post(f"{app_a.url}/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/enable",
+                            headers=officer, timeout=30)
+    assert enabled.status_code == 200, enabled.text
+    accepted = app_a.submit(sample_pdf, signer="cred-tran-thi-bich-ngoc")
+    assert accepted.status_code == 201, accepted.text
+
+
+# The agency seal without a human approval
+
+
+def test_seal_signs_receipt_without_otp(app_a: Client, sample_pdf: Path, trust_db: Path, tmp_path: Path) -> None:
+    response = app_a.submit(sample_pdf, signer="cred-seal-ubnd-mau-son", document_type="BN-TIEPNHAN",
+                            appearance="text")
+    assert response.status_code == 201, response.text
+    final = app_a.wait_final(response.json()["id"])
+    assert final["state"] == "signed", final
+    signed = app_a.download(final["id"], tmp_path / "bien-nhan.pdf")
+    signatures = pdfsig_signatures(signed, trust_db)
+    assert len(signatures) == 1
+    assert signatures[0].signature_valid and signatures[0].certificate_trusted, signatures[0].raw
+    assert signatures[0].signer_common_name == "Ủy ban nhân dân huyện Mẫu Sơn"
+
+
+def test_seal_refuses_other_document_type(app_a: Client, sample_pdf: Path) -> None:
+    response = app_a.submit(sample_pdf, signer="cred-seal-ubnd-mau-son", document_type="QD-CAPPHEP", language="en")
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "policy_denied"
+    assert "seal-receipts-unattended" in response.json()["detail"]
+    untyped = app_a.submit(sample_pdf, signer="cred-seal-ubnd-mau-son", language="en")
+    assert untyped.status_code == 403, untyped.text
+
+
+# Four-eyes policy change, through the CLI
+
+
+def test_policy_change_needs_second_officer(policy_server: tuple[Server, dict[str, Any]], app_b: Client,
+                                            codes: OtpCodes, sample_pdf: Path, tmp_path: Path) -> None:
+    server, credentials = policy_server
+    first, second = credentials["security_officers"]
+    b_request = {"signer": B_SEAL, "document_type": "BN-KETQUA", "appearance": "text", "language": "en"}
+
+    closed = app_b.submit(sample_pdf, **b_request)
+    assert closed.status_code == 403, closed.text
+    assert closed.json()["code"] == "policy_denied" and f"{B_SEAL}.validity" in closed.json()["detail"]
+
+    changed = tmp_path / "province.yaml"
+    changed.write_text(A_POLICY + B_SEAL_OPEN, encoding="utf-8")
+    first_session = cli_login(server.home, first, codes)
+    requested = run_cli(server.home, "policy", "apply", str(changed), session=first_session)
+    assert requested.returncode == 0, requested.stderr
+    change_id = next(word for word in requested.stdout.split() if word.startswith("chg_")).rstrip(".")
+
+    still_closed = app_b.submit(sample_pdf, **b_request)
+    assert still_closed.status_code == 403, "a change one officer made alone took effect"
+
+    own = run_cli(server.home, "changes", "approve", change_id, session=first_session)
+    assert own.returncode == 2 and "bốn mắt" in own.stderr, own.stdout + own.stderr
+    assert app_b.submit(sample_pdf, **b_request).status_code == 403
+
+    second_session = cli_login(server.home, second, codes)
+    approved = run_cli(server.home, "changes", "approve", change_id, session=second_session)
+    assert approved.returncode == 0, approved.stderr
+
+    opened = app_b.submit(sample_pdf, **b_request)
+    assert opened.status_code == 201, opened.text
+    assert app_b.wait_final(opened.json()["id"])["state"] == "signed"
+
+    auditor_session = cli_login(server.home, credentials["auditors"][0], codes)
+    listing = run_cli(server.home, "audit", "list", "--json", session=auditor_session)
+    assert listing.returncode == 0, listing.stderr
+    records = json.loads(listing.stdout)
+    requested_record = next(r for r in records if r["action"] == "policy_change_requested"
+                            and r["details"]["change_id"] == change_id)
+    applied_record = next(r for r in records if r["action"] == "policy_applied"
+                          and r["details"].get("change_id") == change_id)
+    assert requested_record["actor_id"] == first["id"]
+    assert applied_record["actor_id"] == second["id"]
+    assert applied_record["details"]["requested_by"] == first["id"]
+    assert applied_record["details"]["approved_by"] == second["id"]
+    assert applied_record["details"]["requested_by_name"] == first["full_name"]
+    assert applied_record["details"]["approved_by_name"] == second["full_name"]
+    assert run_cli(server.home, "audit", "verify", session=auditor_session).returncode == 0
+
+    versions = run_cli(server.home, "policy", "versions", session=auditor_session)
+    assert versions.returncode == 0, versions.stderr
+    assert "v2" in versions.stdout and first["id"] in versions.stdout and second["id"] in versions.stdout
+
+
+def test_rejected_apply_changes_nothing(policy_server: tuple[Server, dict[str, Any]], codes: OtpCodes,
+                                        tmp_path: Path, sessions: dict[str, str]) -> None:
+    server, _credentials = policy_server
+    broken = tmp_path / "province.yaml"
+    broken.write_text(A_POLICY.replace("approval: none", "approval: sometimes"), encoding="utf-8")
+    before = requests.get(f"{server.url}/api/v1/admin/changes",
+                          headers={"Authorization": f"Bearer {sessions['officer']}"}, timeout=30).json()["count"]
+    checked = run_cli(server.home, "policy", "check", str(broken))
+    assert checked.returncode == 2
+    line = A_POLICY.splitlines().index("        approval: none") + 1
+    assert "province.yaml" in checked.stderr and str(line) in checked.stderr, checked.stderr
+    applied = run_cli(server.home, "policy", "apply", str(broken), session=sessions["officer"])
+    assert applied.returncode == 2, applied.stdout
+    after = requests.get(f"{server.url}/api/v1/admin/changes",
+                         headers={"Authorization": f"Bearer {sessions['officer']}"}, timeout=30).json()["count"]
+    assert after == before
