@@ -51,6 +51,7 @@ def _cmd_init(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    from hsm import AmbiguousTokenError
     from signserver.app import run
 
     if not settings.initialized_marker.exists():
@@ -73,6 +74,12 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
         )
     try:
         run(settings)
+    except AmbiguousTokenError as exc:
+        _say(f"Không khởi động: token HSM có các đối tượng trùng nhãn hoặc trùng CKA_ID, không biết dùng khóa nào. "
+             f"Hãy xóa hoặc đổi nhãn các đối tượng thừa rồi chạy lại.\n  {exc}",
+             "Not started: the HSM token has objects sharing a label or CKA_ID, so a key lookup would be "
+             "ambiguous. Remove or relabel the extra objects, then start again.", stream=sys.stderr)
+        return 1
     except OSError as exc:
         _say(f"Không mở được cổng {settings.host}:{settings.port}: {exc}. Hãy đặt SIGNSERVER_PORT khác.",
              f"Cannot listen on {settings.host}:{settings.port}: {exc}. Set another SIGNSERVER_PORT.",
