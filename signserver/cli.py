@@ -10,7 +10,6 @@ import asyncio
 import json
 import sys
 import tempfile
-import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from signserver.config import Settings
 from signserver.logging import configure_logging
 from signserver.admin_cli import add_person_arguments
 from signserver.key_commands import add_keys_parser, run_keys_command
+from signserver.enrolment_commands import ENROLMENT_HANDLERS, add_enrolment_parsers
 from signserver.policy_commands import POLICY_HANDLERS, add_policy_parsers
 from signserver.validate_command import add_validate_parser, run_validate
-from signserver.signing.stamp import VIETNAM_TIME_ZONE
 
 __all__ = ["main"]
 
@@ -318,6 +317,7 @@ def _parser() -> argparse.ArgumentParser:
     add_validate_parser(commands)
 
     add_policy_parsers(commands)
+    add_enrolment_parsers(commands)
     add_keys_parser(commands)
     return parser
 
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         args.server = f"http://127.0.0.1:{settings.port}"
     handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,
                 "credentials": _cmd_credentials, "validate": run_validate, "keys": run_keys_command,
-                **POLICY_HANDLERS}
+                **POLICY_HANDLERS, **ENROLMENT_HANDLERS}
     return handlers[args.command](settings, args)
 
 

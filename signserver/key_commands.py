@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from signserver.api.serialize import hsm_key_json, officer_credential_json
 from signserver.admin_cli import add_person_arguments, run_as_person
 from signserver.config import Settings
 from signserver.core import keys
@@ -30,7 +31,7 @@ from signserver.errors import SignserverError
 from signserver.i18n import message
 from signserver.store.records import Credential, HsmKey, Official
 
-__all__ = ["add_keys_parser", "run_keys_command", "key_json", "credential_json"]
+__all__ = ["add_keys_parser", "run_keys_command"]
 
 EXIT_OK = 0
 EXIT_REJECTED = 1
@@ -122,39 +123,6 @@ def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FILE_ERROR
 
 
-def key_json(key: HsmKey) -> dict[str, Any]:
-    """Return an inventory entry as JSON, without the key's public key and certificate bytes."""
-    return {
-        "id": key.id,
-        "key_id_hex": key.key_id_hex,
-        "label": key.key_label,
-        "key_type": key.key_type,
-        "key_size": key.key_size,
-        "state": key.state,
-        "credential_id": key.credential_id,
-        "cert_serial_hex": key.cert_serial_hex,
-        "created_at": key.created_at.isoformat(),
-        "created_by": key.created_by,
-        "updated_at": key.updated_at.isoformat(),
-    }
-
-
-def credential_json(credential: Credential) -> dict[str, Any]:
-    return {
-        "id": credential.id,
-        "kind": credential.kind,
-        "status": credential.status,
-        "key_id_hex": credential.key_id_hex,
-        "key_label": credential.key_label,
-        "key_type": credential.key_type,
-        "key_size": credential.key_size,
-        "cert_serial_hex": credential.cert_serial_hex,
-        "owner_official_id": credential.owner_official_id,
-        "approver_official_id": credential.approver_official_id,
-        "display_name": credential.display_name,
-    }
-
-
 # Handlers
 
 
@@ -164,7 +132,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
     found = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json([key_json(key) for key in found])
+        _print_json([hsm_key_json(key) for key in found])
         return EXIT_OK
     print(f"{'mã / id':<26} {'CKA_ID':<34} {'loại / type':<11} {'trạng thái / state':<19} "
           f"{'chứng thư / credential':<28} nhãn / label")
@@ -182,7 +150,7 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
     key = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(key_json(key))
+        _print_json(hsm_key_json(key))
         return EXIT_OK
     _say(f"Đã sinh cặp khóa {key.key_type} {key.key_size} trong HSM: mã {key.id}, CKA_ID {key.key_id_hex}, "
          f"nhãn {key.key_label}. Tiếp theo: tạo CSR bằng `signserver keys csr {key.id}`.",
@@ -228,7 +196,7 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
     credential = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(credential_json(credential))
+        _print_json(officer_credential_json(credential))
         return EXIT_OK
     if args.rotate:
         _say(f"Đã thay khóa cho chứng thư số {credential.id}: từ nay ký bằng khóa CKA_ID {credential.key_id_hex} "
@@ -251,7 +219,7 @@ def _switch(settings: Settings, args: argparse.Namespace) -> int:
 
     credential = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(credential_json(credential))
+        _print_json(officer_credential_json(credential))
         return EXIT_OK
     if enabled:
         _say(f"Chứng thư số {credential.id} đang hoạt động và dùng để ký được.",
@@ -269,7 +237,7 @@ def _rotate(settings: Settings, args: argparse.Namespace) -> int:
     key, request = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     args.out.write_bytes(request)
     if args.json:
-        _print_json({**key_json(key), "csr_file": str(args.out)})
+        _print_json({**hsm_key_json(key), "csr_file": str(args.out)})
         return EXIT_OK
     _say(f"Đã sinh khóa mới {key.id} (CKA_ID {key.key_id_hex}) cho {args.credential_id} và ghi CSR vào {args.out}. "
          f"Chứng thư số vẫn ký bằng khóa cũ cho đến khi nhập chứng thư mới bằng "

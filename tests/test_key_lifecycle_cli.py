@@ -268,7 +268,7 @@ def test_imported_credential_fields(lifecycle: Lifecycle) -> None:
     assert credential["id"] == CREDENTIAL_ID
     assert credential["status"] == "active"
     assert credential["owner_official_id"] == OWNER
-    assert credential["key_id_hex"] == lifecycle.values["key"]["key_id_hex"]
+    assert credential["key_id"] == lifecycle.values["key"]["key_id"]
 
 
 def test_new_credential_signs(lifecycle: Lifecycle) -> None:
@@ -302,14 +302,14 @@ def test_rotation_retires_previous_key(lifecycle: Lifecycle) -> None:
 
     assert previous["state"] == "retired"
     assert previous["credential_id"] == CREDENTIAL_ID
-    assert previous["cert_serial_hex"] == format(certificate.serial_number, "x")
+    assert previous["certificate_serial"] == format(certificate.serial_number, "x")
 
 
 def test_rotation_activates_new_key(lifecycle: Lifecycle) -> None:
     new_key = listed(lifecycle, lifecycle.values["new_key"]["id"])
 
     assert new_key["state"] == "active"
-    assert lifecycle.values["rotated"]["key_id_hex"] == new_key["key_id_hex"]
+    assert lifecycle.values["rotated"]["key_id"] == new_key["key_id"]
 
 
 def test_rotated_credential_signs_with_new_key(lifecycle: Lifecycle) -> None:
@@ -328,7 +328,7 @@ LIFECYCLE_ACTIONS = ("key_generated", "csr_created", "certificate_imported", "cr
 
 def test_each_step_audited_with_officer(lifecycle: Lifecycle) -> None:
     officer_id = lifecycle.credentials["security_officers"][0]["id"]
-    key_ids = {lifecycle.values["key"]["key_id_hex"], lifecycle.values["new_key"]["key_id_hex"]}
+    key_ids = {lifecycle.values["key"]["key_id"], lifecycle.values["new_key"]["key_id"]}
     records = [row for row in lifecycle.audit() if row["key_id_hex"] in key_ids and row["action"] in LIFECYCLE_ACTIONS]
 
     assert sorted({row["action"] for row in records}) == sorted(LIFECYCLE_ACTIONS)

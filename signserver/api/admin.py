@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from signserver.core import changes, keys
+from signserver.core import changes, enrolment, keys
 from signserver.core.audit import verify_audit_chain
 from signserver.core.context import CoreContext
 from signserver.core.policy import PolicyQuery, parse_policy_documents
@@ -19,34 +19,15 @@ from signserver.core.quotas import quota_usage
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import InvalidInput
 from signserver.i18n import negotiate_language
-from signserver.store.records import AdminChange, Credential, HsmKey, PolicyVersion
+from signserver.store.records import AdminChange, Application, Official, PolicyVersion
 
 from .auth import require_person
 from .bodies import json_body, optional_string, string_field
-from .serialize import audit_record_json, iso
+from .serialize import audit_record_json, hsm_key_json, iso, officer_credential_json
 
-__all__ = ["routes", "key_json", "change_json"]
+__all__ = ["routes", "change_json"]
 
 routes = web.RouteTableDef()
-
-
-def key_json(key: HsmKey) -> dict[str, Any]:
-    return {
-        "id": key.id, "key_id": key.key_id_hex, "label": key.key_label, "key_type": key.key_type,
-        "key_size": key.key_size, "state": key.state, "credential_id": key.credential_id,
-        "certificate_serial": key.cert_serial_hex, "created_at": iso(key.created_at), "created_by": key.created_by,
-        "updated_at": iso(key.updated_at),
-    }
-
-
-def admin_credential_json(credential: Credential) -> dict[str, Any]:
-    return {
-        "id": credential.id, "kind": credential.kind, "status": credential.status, "key_id": credential.key_id_hex,
-        "key_type": credential.key_type, "key_size": credential.key_size,
-        "certificate_serial": credential.cert_serial_hex, "owner_official_id": credential.owner_official_id,
-        "approver_official_id": credential.approver_official_id, "display_name": credential.display_name,
-        "agency": credential.agency,
-    }
 
 
 def change_json(change: AdminChange) -> dict[str, Any]:
@@ -104,7 +85,7 @@ async def list_keys(request: web.Request) -> web.Response:
     officer = await require_person(request, SECURITY_OFFICER)
     states = [s for s in request.query.get("state", "").split(",") if s] or None
     found = await keys.list_keys(ctx, officer, states)
-    return web.json_response({"items": [key_json(k) for k in found], "count": len(found)})
+    return web.json_response({"items": [hsm_key_json(k) for k in found], "count": len(found)})
 
 
 @routes.post("/api/v1/admin/keys")
@@ -117,7 +98,7 @@ async def generate_key(request: web.Request) -> web.Response:
         raise InvalidInput("field_invalid", field="key_size", reason="must be an integer such as 2048 or 256")
     key = await keys.generate_key(ctx, officer, string_field(body, "key_type", 8).upper(), key_size,
                                   optional_string(body, "label", 128))
-    return web.json_response(key_json(key), status=201)
+    return web.json_response(hsm_key_json(key), status=201)
 
 
 @routes.post("/api/v1/admin/keys/{key_id}/csr")
@@ -146,7 +127,7 @@ async def import_certificate(request: web.Request) -> web.Response:
     credential = await keys.import_certificate(ctx, officer, request.match_info["key_id"], certificate_pem,
                                                chain.encode() if chain else None, new_credential=new_credential,
                                                rotate_credential_id=rotate)
-    return web.json_response(admin_credential_json(credential), status=201)
+    return web.json_response(officer_credential_json(credential), status=201)
 
 
 @routes.post("/api/v1/admin/keys/{key_id}/destruction")
@@ -163,7 +144,7 @@ async def set_credential_enabled(request: web.Request) -> web.Response:
     officer = await require_person(request, SECURITY_OFFICER)
     enabled = request.match_info["action"] == "enable"
     credential = await keys.set_credential_enabled(ctx, officer, request.match_info["credential_id"], enabled)
-    return web.json_response(admin_credential_json(credential))
+    return web.json_response(officer_credential_json(credential))
 
 
 @routes.post("/api/v1/admin/credentials/{credential_id}/rotation")
@@ -171,7 +152,69 @@ async def start_rotation(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     officer = await require_person(request, SECURITY_OFFICER)
     key, csr_pem = await keys.start_rotation(ctx, officer, request.match_info["credential_id"])
-    return web.json_response({"key": key_json(key), "csr_pem": csr_pem.decode()}, status=201)
+    return web.json_response({"key": hsm_key_json(key), "csr_pem": csr_pem.decode()}, status=201)
+
+
+# Enrolment of officials and applications
+
+
+def official_json(official: Official) -> dict[str, Any]:
+    return {"id": official.id, "username": official.username, "full_name": official.full_name,
+            "title": official.title, "agency": official.agency, "roles": sorted(official.role_set),
+            "enabled": official.enabled, "created_at": iso(official.created_at)}
+
+
+def application_json(application: Application) -> dict[str, Any]:
+    return {"id": application.id, "name": application.name, "agency": application.agency,
+            "enabled": application.enabled, "created_at": iso(application.created_at)}
+
+
+@routes.get("/api/v1/admin/officials")
+async def list_officials(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, SECURITY_OFFICER, AUDITOR)
+    async with ctx.store.transaction() as tx:
+        found = await tx.officials()
+    return web.json_response({"items": [official_json(o) for o in found], "count": len(found)})
+
+
+@routes.post("/api/v1/admin/officials")
+async def enrol_official(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    roles = body.get("roles", ["official"])
+    if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+        raise InvalidInput("field_invalid", field="roles", reason="must be a list such as [\"official\"]")
+    enrolled = await enrolment.enrol_official(
+        ctx, officer, official_id=string_field(body, "id", 64), username=string_field(body, "username", 128),
+        full_name=string_field(body, "full_name", 200), title=optional_string(body, "title", 200) or "",
+        agency=string_field(body, "agency", 200), roles=roles,
+    )
+    return web.json_response({**official_json(enrolled.official), "password": enrolled.password,
+                              "totp_secret": enrolled.totp_secret, "totp_uri": enrolled.totp_uri}, status=201,
+                             headers={"Cache-Control": "no-store"})
+
+
+@routes.get("/api/v1/admin/applications")
+async def list_applications(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    await require_person(request, SECURITY_OFFICER, AUDITOR)
+    async with ctx.store.transaction() as tx:
+        found = await tx.applications()
+    return web.json_response({"items": [application_json(a) for a in found], "count": len(found)})
+
+
+@routes.post("/api/v1/admin/applications")
+async def enrol_application(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    body = await json_body(request)
+    enrolled = await enrolment.enrol_application(ctx, officer, application_id=string_field(body, "id", 64),
+                                                 name=string_field(body, "name", 200),
+                                                 agency=string_field(body, "agency", 200))
+    return web.json_response({**application_json(enrolled.application), "api_key": enrolled.api_key}, status=201,
+                             headers={"Cache-Control": "no-store"})
 
 
 # Policies and four-eyes changes

@@ -12,11 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from signserver.core.signature_options import options_of
-from signserver.store.records import AuditRecord, Credential, SignRequest
+from signserver.store.records import AuditRecord, Credential, HsmKey, SignRequest
 
 __all__ = [
     "sign_request_json",
     "credential_json",
+    "hsm_key_json",
+    "officer_credential_json",
     "audit_record_json",
     "iso",
     "document_file_response",
@@ -93,6 +95,27 @@ def credential_json(credential: Credential) -> dict[str, Any]:
         "certificate_serial": credential.cert_serial_hex,
         "approver_official_id": credential.approver_official_id,
         "status": credential.status,
+    }
+
+
+def hsm_key_json(key: HsmKey) -> dict[str, Any]:
+    """Return an inventory entry as security officers see it, without public key and certificate bytes."""
+    return {
+        "id": key.id, "key_id": key.key_id_hex, "label": key.key_label, "key_type": key.key_type,
+        "key_size": key.key_size, "state": key.state, "credential_id": key.credential_id,
+        "certificate_serial": key.cert_serial_hex, "created_at": iso(key.created_at), "created_by": key.created_by,
+        "updated_at": iso(key.updated_at),
+    }
+
+
+def officer_credential_json(credential: Credential) -> dict[str, Any]:
+    """Return a credential as security officers see it: its key, certificate serial, owner and approver."""
+    return {
+        "id": credential.id, "kind": credential.kind, "status": credential.status, "key_id": credential.key_id_hex,
+        "label": credential.key_label, "key_type": credential.key_type, "key_size": credential.key_size,
+        "certificate_serial": credential.cert_serial_hex, "owner_official_id": credential.owner_official_id,
+        "approver_official_id": credential.approver_official_id, "display_name": credential.display_name,
+        "agency": credential.agency,
     }
 
 

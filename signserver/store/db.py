@@ -112,6 +112,10 @@ class Transaction:
         row = await self._one(select(t.applications).where(t.applications.c.basic_username == username))
         return from_row(Application, row) if row else None
 
+    async def applications(self) -> list[Application]:
+        statement = select(t.applications).order_by(t.applications.c.id)
+        return [from_row(Application, row) for row in await self._all(statement)]
+
     async def application_ids(self) -> list[str]:
         return [row["id"] for row in await self._all(select(t.applications.c.id))]
 
