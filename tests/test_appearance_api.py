@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from signserver.signing.appearance import mm_to_points
 from signserver.signing.sample import generate_sample_pdf
 from tests.conftest import TEST_SERVER_ENV
-from tests.harness import SIGNSERVER, Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli, service_env
+from tests.harness import Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli
 from tests.verifiers import make_nss_trust_db, pdfsig_signatures, pdftotext_area, pyhanko_validate, qpdf_check
 
 A4_HEIGHT = 842.0
@@ -315,14 +315,14 @@ def test_cli_sets_signature_image(appearance_server: tuple[Server, dict], api: C
     assert response.json()["placement"]["image_sha256"] == digest
 
 
-def test_cli_rejects_invalid_image(appearance_server: tuple[Server, dict], tmp_path: Path) -> None:
+def test_cli_rejects_invalid_image(appearance_server: tuple[Server, dict], api: Client, tmp_path: Path) -> None:
     server, credentials = appearance_server
     not_png = tmp_path / "chu-ky.png"
     not_png.write_bytes(b"GIF89a not a png")
+    session = cli_login(server.home, credentials["security_officers"][1], api.otp)
 
-    result = subprocess.run([SIGNSERVER, "credentials", "set-appearance", credentials["officials"][0]["credential_id"],
-                             "--signature-image", str(not_png)],
-                            env=service_env(server.home), capture_output=True, text=True, timeout=60)
+    result = run_cli(server.home, "credentials", "set-appearance", credentials["officials"][0]["credential_id"],
+                     "--signature-image", str(not_png), session=session)
 
     assert result.returncode == 2
     assert "không dùng được" in result.stderr
