@@ -19,7 +19,14 @@ from signserver.store.records import Official, SignRequest
 
 from .audit import append_audit
 from .context import CoreContext, new_id
-from .errors import BatchTooLarge, NotRequestApprover, RequestAlreadyDecided, RequestExpired, RequestNotFound
+from .errors import (
+    BatchTooLarge,
+    KeyDisabled,
+    NotRequestApprover,
+    RequestAlreadyDecided,
+    RequestExpired,
+    RequestNotFound,
+)
 from .metrics import OTP_FAILURES
 from .otp import check_otp
 from .states import APPROVED, EXPIRED, PENDING_APPROVAL, REJECTED, transition
@@ -64,6 +71,7 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
 
     async with ctx.store.transaction() as tx:
         requests = [await _decidable_request(tx, ctx, official, request_id) for request_id in unique_ids]
+        await _check_keys_enabled(tx, requests)
         await _check_batch_limits(tx, ctx, requests)
         current = await tx.official(official.id, for_update=True)
         assert current is not None
@@ -98,6 +106,14 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
         log.info("sign_request.approved", request_id=request.id, dossier_code=request.dossier_code,
                  approval_id=approval_id, official_id=official.id)
     return Approval(approval_id, official.id, tuple(approved))
+
+
+async def _check_keys_enabled(tx: Transaction, requests: list[SignRequest]) -> None:
+    """Refuse, before the code is spent, a batch with a request whose key a security officer disabled."""
+    for credential_id in dict.fromkeys(request.credential_id for request in requests):
+        credential = await tx.credential(credential_id)
+        if credential is None or credential.status != "active":
+            raise KeyDisabled(signer=credential_id)
 
 
 async def _check_batch_limits(tx: Transaction, ctx: CoreContext, requests: list[SignRequest]) -> None:
