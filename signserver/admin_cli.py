@@ -1,10 +1,10 @@
 """Commands that people with a role run on the server host: sign-in, then one core operation.
 
 A security officer's or auditor's command opens the store and the HSM as
-the server does, checks the person's password and TOTP code with the same
-core function as the API's login (or the session ``signserver login`` opened,
-given in ``SIGNSERVER_SESSION``), checks the role, and runs the operation as
-that person. The password comes from ``SIGNSERVER_PASSWORD`` or a prompt,
+the server does. It checks the person's password and TOTP code with the
+same core function as the API's login, or takes the session that
+``signserver login`` opened from ``SIGNSERVER_SESSION``. Then it checks the
+role and runs the operation as that person. The password comes from ``SIGNSERVER_PASSWORD`` or a prompt,
 never from the command line, where other users of the host could read it.
 """
 
@@ -40,16 +40,18 @@ def add_person_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--otp", help="mã OTP từ ứng dụng xác thực / TOTP code (asked for when missing)")
 
 
-def _ask(prompt: str, *, secret: bool) -> str:
+def _ask(vietnamese: str, english: str, *, secret: bool) -> str:
+    """Read a value from the terminal; without one (a script, a pipe), raise naming the missing value."""
     if not sys.stdin.isatty():
-        raise CommandInputMissing(what=prompt.strip(": "))
+        raise CommandInputMissing(what_vi=vietnamese, what_en=english)
+    prompt = f"{vietnamese} / {english}: "
     return getpass.getpass(prompt) if secret else input(prompt)
 
 
 def _person_input(args: argparse.Namespace) -> tuple[str, str, str]:
-    username = args.user or _ask("Tên đăng nhập / username: ", secret=False)
-    password = os.environ.get("SIGNSERVER_PASSWORD") or _ask("Mật khẩu / password: ", secret=True)
-    otp = args.otp or _ask("Mã OTP / TOTP code: ", secret=False)
+    username = args.user or _ask("Tên đăng nhập", "username", secret=False)
+    password = os.environ.get("SIGNSERVER_PASSWORD") or _ask("Mật khẩu", "password", secret=True)
+    otp = args.otp or _ask("Mã OTP", "TOTP code", secret=False)
     return username, password, otp
 
 
@@ -58,9 +60,7 @@ async def open_admin_context(settings: Settings) -> tuple[CoreContext, Callable[
 
     Returns the context and a coroutine function that closes both.
     """
-    from signserver.app import load_trust_roots, open_hsm, policy_source_for
-    from signserver.hsm_bridge import HsmSecretBox
-    from signserver.pades_backend import DocumentSigner, PadesChecker
+    from signserver.app import build_core_context, load_trust_roots, open_hsm
     from signserver.signing.revocation import RevocationFetcher
     from signserver.store.db import Store
 
@@ -68,16 +68,7 @@ async def open_admin_context(settings: Settings) -> tuple[CoreContext, Callable[
     token = await loop.run_in_executor(None, open_hsm, settings)
     store = Store(settings.database_url)
     trust_roots = load_trust_roots(settings.trust_roots_file, settings.trust_anchors_dir)
-    ctx = CoreContext(
-        store=store,
-        settings=settings,
-        policies=policy_source_for(settings),
-        secret_box=HsmSecretBox(token),
-        pdf_checker=PadesChecker(),
-        document_signer=DocumentSigner(token, None, trust_roots, revocation=RevocationFetcher.from_settings(settings)),
-        key_vault=_key_vault(token),
-        trust_roots=trust_roots,
-    )
+    ctx = build_core_context(settings, token, store, trust_roots, None, RevocationFetcher.from_settings(settings))
 
     async def close() -> None:
         await store.close()
@@ -86,11 +77,23 @@ async def open_admin_context(settings: Settings) -> tuple[CoreContext, Callable[
     return ctx, close
 
 
-def _key_vault(token: object) -> object | None:
-    from signserver import hsm_bridge
+def _require_initialised(settings: Settings) -> None:
+    if not settings.initialized_marker.exists():
+        raise SignserverError("service_not_initialised", home=str(settings.home))
 
-    vault_class = getattr(hsm_bridge, "HsmKeyVault", None)
-    return vault_class(token) if vault_class is not None else None
+
+def _run_in_admin_context(settings: Settings, work: Callable[[CoreContext, Authenticator], Awaitable[T]]) -> T:
+    """Open the store and the HSM, run ``work`` with them and an authenticator, and close them again."""
+
+    async def run() -> T:
+        ctx, close = await open_admin_context(settings)
+        try:
+            authenticator = Authenticator(ctx.store, settings.official_session_ttl, ctx.secret_box, ctx.otp_policy)
+            return await work(ctx, authenticator)
+        finally:
+            await close()
+
+    return asyncio.run(run())
 
 
 def run_as_person(settings: Settings, args: argparse.Namespace, roles: tuple[str, ...],
@@ -100,43 +103,31 @@ def run_as_person(settings: Settings, args: argparse.Namespace, roles: tuple[str
     The person is the one of the session in ``SIGNSERVER_SESSION`` (from
     ``signserver login``), else is signed in with password and TOTP code now.
     """
-    if not settings.initialized_marker.exists():
-        raise SignserverError("service_not_initialised", home=str(settings.home))
+    _require_initialised(settings)
     session_token = os.environ.get("SIGNSERVER_SESSION")
     credentials = None if session_token else _person_input(args)
 
-    async def run() -> T:
-        ctx, close = await open_admin_context(settings)
-        try:
-            authenticator = Authenticator(ctx.store, settings.official_session_ttl, ctx.secret_box, ctx.otp_policy)
-            if session_token:
-                person = await authenticator.official_by_session(session_token, utc_now())
-                require_role(person, *roles)
-            else:
-                assert credentials is not None
-                username, password, otp = credentials
-                person = await authenticator.authenticate_person(username, password, utc_now(), otp=otp,
-                                                                 roles=roles, channel="cli")
-            return await action(ctx, person)
-        finally:
-            await close()
+    async def run(ctx: CoreContext, authenticator: Authenticator) -> T:
+        if session_token:
+            person = await authenticator.official_by_session(session_token, utc_now())
+            require_role(person, *roles)
+        else:
+            assert credentials is not None
+            username, password, otp = credentials
+            person = await authenticator.authenticate_person(username, password, utc_now(), otp=otp,
+                                                             roles=roles, channel="cli")
+        return await action(ctx, person)
 
-    return asyncio.run(run())
+    return _run_in_admin_context(settings, run)
 
 
 def open_session(settings: Settings, args: argparse.Namespace) -> tuple[str, Official]:
     """Sign in with password and TOTP code and return a session token for the following commands."""
-    if not settings.initialized_marker.exists():
-        raise SignserverError("service_not_initialised", home=str(settings.home))
+    _require_initialised(settings)
     username, password, otp = _person_input(args)
 
-    async def run() -> tuple[str, Official]:
-        ctx, close = await open_admin_context(settings)
-        try:
-            authenticator = Authenticator(ctx.store, settings.official_session_ttl, ctx.secret_box, ctx.otp_policy)
-            session = await authenticator.login_official(username, password, utc_now(), otp=otp, channel="cli")
-            return session.token, session.official
-        finally:
-            await close()
+    async def run(_ctx: CoreContext, authenticator: Authenticator) -> tuple[str, Official]:
+        session = await authenticator.login_official(username, password, utc_now(), otp=otp, channel="cli")
+        return session.token, session.official
 
-    return asyncio.run(run())
+    return _run_in_admin_context(settings, run)

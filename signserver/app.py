@@ -37,7 +37,7 @@ from signserver.signing.tsa_client import FailoverTimeStamper
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
 
-__all__ = ["build_app", "open_hsm", "load_trust_roots", "run"]
+__all__ = ["build_app", "build_core_context", "open_hsm", "load_trust_roots", "run"]
 
 log = structlog.get_logger(__name__)
 
@@ -137,6 +137,24 @@ def _signature_timestamper(settings: Settings, tsa: TimeStampAuthority) -> TimeS
     return InProcessTimeStamper(tsa)
 
 
+def build_core_context(settings: Settings, token: hsm.Hsm, store: Store, trust_roots: list[x509.Certificate],
+                       timestamper: TimeStamper | None, revocation: RevocationFetcher) -> CoreContext:
+    """Build the core over an open HSM token and store, for the server and for the administrative commands.
+
+    ``timestamper`` may be None where nothing is signed with a time-stamp, as in the administrative commands.
+    """
+    return CoreContext(
+        store=store,
+        settings=settings,
+        policies=policy_source_for(settings),
+        secret_box=HsmSecretBox(token),
+        pdf_checker=PadesChecker(),
+        document_signer=DocumentSigner(token, timestamper, trust_roots, revocation=revocation),
+        key_vault=HsmKeyVault(token),
+        trust_roots=trust_roots,
+    )
+
+
 async def build_app(settings: Settings) -> web.Application:
     # A missing or unusable stamp font would fail every visible signature: stop here instead.
     stamp_font_path()
@@ -148,17 +166,7 @@ async def build_app(settings: Settings) -> web.Application:
     tsa = await _tsa_for(store, token, settings)
     # One fetcher for the whole process, so every signature shares its cache of OCSP responses and CRLs.
     revocation = RevocationFetcher.from_settings(settings)
-    ctx = CoreContext(
-        store=store,
-        settings=settings,
-        policies=policy_source_for(settings),
-        secret_box=HsmSecretBox(token),
-        pdf_checker=PadesChecker(),
-        document_signer=DocumentSigner(token, _signature_timestamper(settings, tsa), trust_roots,
-                                       revocation=revocation),
-        key_vault=HsmKeyVault(token),
-        trust_roots=trust_roots,
-    )
+    ctx = build_core_context(settings, token, store, trust_roots, _signature_timestamper(settings, tsa), revocation)
     async with store.transaction() as tx:
         # A data directory initialised before policies were stored takes its first version from the directory.
         await bootstrap_policy(tx, settings.policies_dir, utc_now())

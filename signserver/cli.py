@@ -1,4 +1,4 @@
-"""The ``signserver`` command: init, serve, demo, and audit commands.
+"""The ``signserver`` command: init, serve, demo, demo-ca and credentials here, the others from their own modules.
 
 Output for people is Vietnamese first, then English.
 """
@@ -6,6 +6,7 @@ Output for people is Vietnamese first, then English.
 from __future__ import annotations
 
 import argparse
+import logging
 import asyncio
 import json
 import sys
@@ -18,6 +19,8 @@ import structlog
 from signserver.config import Settings
 from signserver.logging import configure_logging
 from signserver.admin_cli import add_person_arguments
+from signserver.cli_output import say as _say
+from signserver.cli_output import say_error, say_file_error
 from signserver.key_commands import add_keys_parser, run_keys_command
 from signserver.enrolment_commands import ENROLMENT_HANDLERS, add_enrolment_parsers
 from signserver.policy_commands import POLICY_HANDLERS, add_policy_parsers
@@ -26,10 +29,6 @@ from signserver.validate_command import add_validate_parser, run_validate
 __all__ = ["main"]
 
 DEFAULT_DOSSIER_CODE = "000.00.01.H01-261204-0001"
-
-
-def _say(vietnamese: str, english: str, *, stream=sys.stdout) -> None:
-    print(f"{vietnamese}\n  ({english})", file=stream)
 
 
 def _cmd_init(settings: Settings, _args: argparse.Namespace) -> int:
@@ -184,8 +183,7 @@ def _demo_ca_issue(settings: Settings, args: argparse.Namespace) -> int:
         _say(exc.vietnamese, exc.english, stream=sys.stderr)
         return 1
     except OSError as exc:
-        _say(f"Không đọc hoặc ghi được tệp {exc.filename}: {exc.strerror}.",
-             f"Cannot read or write file {exc.filename}: {exc.strerror}.", stream=sys.stderr)
+        say_file_error(exc)
         return 2
     certificate = issued.certificate
     valid_to = certificate.not_valid_after_utc.isoformat()
@@ -210,7 +208,6 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.appearance_commands import appearance_change, set_appearance
     from signserver.core.roles import SECURITY_OFFICER
     from signserver.errors import SignserverError
-    from signserver.i18n import message
 
     if _say_database_missing(settings):
         return 2
@@ -220,7 +217,7 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
         summary = run_as_person(settings, args, (SECURITY_OFFICER,),
                                 lambda ctx, officer: set_appearance(ctx, officer, args.credential_id, change))
     except SignserverError as exc:
-        _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
+        say_error(exc)
         return 2
 
     def image(sha256: str | None, vietnamese: bool) -> str:
@@ -325,7 +322,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings.from_env()
-    configure_logging(settings.log_format)
+    # Commands other than serve and init print their own bilingual output; their info logs would only bury it.
+    quiet = args.command not in ("serve", "init")
+    configure_logging(settings.log_format, logging.WARNING if quiet else logging.INFO)
     if args.command == "demo" and args.server is None:
         args.server = f"http://127.0.0.1:{settings.port}"
     handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,

@@ -1,7 +1,7 @@
 """``signserver officials`` and ``signserver apps``: a security officer enrols accounts on the server host.
 
 The first password and TOTP seed of an official, and the API key of an
-application, are printed once for the officer to hand over; the store keeps
+application, are printed once for the officer to hand over. The store keeps
 only their hash, or the seed wrapped by the HSM.
 """
 
@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from signserver.admin_cli import add_person_arguments, run_as_person
+from signserver.cli_output import exit_on_error, say
 from signserver.config import Settings
 from signserver.core import enrolment
 from signserver.core.context import CoreContext
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER, SIGNING_ROLES
-from signserver.errors import SignserverError
-from signserver.i18n import message
 from signserver.store.records import Official
 
 __all__ = ["add_enrolment_parsers", "ENROLMENT_HANDLERS"]
-
-
-def _say(vietnamese: str, english: str, *, stream: Any = None) -> None:
-    print(f"{vietnamese}\n  ({english})", file=stream or sys.stdout)
 
 
 def _officials(settings: Settings, args: argparse.Namespace) -> int:
@@ -51,10 +45,10 @@ def _officials(settings: Settings, args: argparse.Namespace) -> int:
                           "password": enrolled.password, "totp_secret": enrolled.totp_secret,
                           "totp_uri": enrolled.totp_uri}, ensure_ascii=False))
         return 0
-    _say(f"Đã đăng ký cán bộ {enrolled.official.full_name} ({enrolled.official.id}); đã ghi vào nhật ký. "
-         "Trao tận tay mật khẩu đầu tiên và mã bí mật TOTP dưới đây; chúng chỉ hiện một lần.",
-         f"Enrolled official {enrolled.official.full_name} ({enrolled.official.id}); recorded in the audit trail. "
-         "Hand over the first password and TOTP secret below in person; they are shown only once.")
+    say(f"Đã đăng ký cán bộ {enrolled.official.full_name} ({enrolled.official.id}); đã ghi vào nhật ký. "
+        "Trao tận tay mật khẩu đầu tiên và mã bí mật TOTP dưới đây; chúng chỉ hiện một lần.",
+        f"Enrolled official {enrolled.official.full_name} ({enrolled.official.id}); recorded in the audit trail. "
+        "Hand over the first password and TOTP secret below in person; they are shown only once.")
     print(f"  username: {enrolled.official.username}\n  password: {enrolled.password}\n"
           f"  totp_secret: {enrolled.totp_secret}\n  totp_uri: {enrolled.totp_uri}")
     return 0
@@ -78,23 +72,12 @@ def _apps(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"id": enrolled.application.id, "api_key": enrolled.api_key}))
         return 0
-    _say(f"Đã đăng ký hệ thống {enrolled.application.name} ({enrolled.application.id}). Khóa API dưới đây chỉ hiện "
-         "một lần. Hệ thống chưa dùng được khóa ký nào cho đến khi một phiên bản chính sách cho phép.",
-         f"Enrolled application {enrolled.application.name} ({enrolled.application.id}). The API key below is "
-         "shown only once. It can use no signing key until a policy version grants one.")
+    say(f"Đã đăng ký hệ thống {enrolled.application.name} ({enrolled.application.id}). Khóa API dưới đây chỉ hiện "
+        "một lần. Hệ thống chưa dùng được khóa ký nào cho đến khi một phiên bản chính sách cho phép.",
+        f"Enrolled application {enrolled.application.name} ({enrolled.application.id}). The API key below is "
+        "shown only once. It can use no signing key until a policy version grants one.")
     print(f"  api_key: {enrolled.api_key}")
     return 0
-
-
-def _run(handler: Any) -> Any:
-    def run(settings: Settings, args: argparse.Namespace) -> int:
-        try:
-            return handler(settings, args)
-        except SignserverError as exc:
-            _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
-            return 2
-
-    return run
 
 
 def add_enrolment_parsers(commands: Any) -> None:
@@ -125,4 +108,4 @@ def add_enrolment_parsers(commands: Any) -> None:
     add_person_arguments(add)
 
 
-ENROLMENT_HANDLERS = {"officials": _run(_officials), "apps": _run(_apps)}
+ENROLMENT_HANDLERS = {"officials": exit_on_error(_officials), "apps": exit_on_error(_apps)}

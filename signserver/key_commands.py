@@ -11,24 +11,24 @@ writes the audit record.
 Output is Vietnamese first, then English, or JSON with ``--json``. Exit
 codes: 0 on success, 1 when the service rejected the operation, 2 for a
 file that cannot be read or written.
+NOTE: ``keys destroy`` runs in ``policy_commands`` and exits with 2 when the
+service rejects it, like the other four-eyes commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from signserver.api.serialize import hsm_key_json, officer_credential_json
 from signserver.admin_cli import add_person_arguments, run_as_person
+from signserver.cli_output import print_json, say, say_error, say_file_error
 from signserver.config import Settings
 from signserver.core import keys
 from signserver.core.context import CoreContext
 from signserver.core.roles import SECURITY_OFFICER
 from signserver.errors import SignserverError
-from signserver.i18n import message
 from signserver.store.records import Credential, HsmKey, Official
 
 __all__ = ["add_keys_parser", "run_keys_command"]
@@ -115,11 +115,10 @@ def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return handler(settings, args)
     except SignserverError as exc:
-        _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
+        say_error(exc)
         return EXIT_REJECTED
     except OSError as exc:
-        _say(f"Không đọc hoặc ghi được tệp {exc.filename}: {exc.strerror}.",
-             f"Cannot read or write file {exc.filename}: {exc.strerror}.", stream=sys.stderr)
+        say_file_error(exc)
         return EXIT_FILE_ERROR
 
 
@@ -132,7 +131,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 
     found = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json([hsm_key_json(key) for key in found])
+        print_json([hsm_key_json(key) for key in found])
         return EXIT_OK
     print(f"{'mã / id':<26} {'CKA_ID':<34} {'loại / type':<11} {'trạng thái / state':<19} "
           f"{'chứng thư / credential':<28} nhãn / label")
@@ -140,7 +139,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{key.id:<26} {key.key_id_hex:<34} {key.key_type + ' ' + str(key.key_size):<11} {key.state:<19} "
               f"{key.credential_id or '-':<28} {key.key_label}")
     if not found:
-        _say("Không có khóa nào.", "No keys.")
+        say("Không có khóa nào.", "No keys.")
     return EXIT_OK
 
 
@@ -150,12 +149,12 @@ def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
     key = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(hsm_key_json(key))
+        print_json(hsm_key_json(key))
         return EXIT_OK
-    _say(f"Đã sinh cặp khóa {key.key_type} {key.key_size} trong HSM: mã {key.id}, CKA_ID {key.key_id_hex}, "
-         f"nhãn {key.key_label}. Tiếp theo: tạo CSR bằng `signserver keys csr {key.id}`.",
-         f"Generated an {key.key_type} {key.key_size} key pair in the HSM: id {key.id}, CKA_ID {key.key_id_hex}, "
-         f"label {key.key_label}. Next: create a CSR with `signserver keys csr {key.id}`.")
+    say(f"Đã sinh cặp khóa {key.key_type} {key.key_size} trong HSM: mã {key.id}, CKA_ID {key.key_id_hex}, "
+        f"nhãn {key.key_label}. Tiếp theo: tạo CSR bằng `signserver keys csr {key.id}`.",
+        f"Generated an {key.key_type} {key.key_size} key pair in the HSM: id {key.id}, CKA_ID {key.key_id_hex}, "
+        f"label {key.key_label}. Next: create a CSR with `signserver keys csr {key.id}`.")
     return EXIT_OK
 
 
@@ -170,12 +169,12 @@ def _csr(settings: Settings, args: argparse.Namespace) -> int:
     request = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     args.out.write_bytes(request)
     if args.json:
-        _print_json({"key_id": args.key_id, "csr_file": str(args.out), "subject": subject.as_dict()})
+        print_json({"key_id": args.key_id, "csr_file": str(args.out), "subject": subject.as_dict()})
         return EXIT_OK
-    _say(f"Đã ghi CSR của khóa {args.key_id} vào {args.out}. Gửi tệp này cho tổ chức cung cấp dịch vụ chứng thực "
-         f"chữ ký số, rồi nhập chứng thư số được cấp bằng `signserver keys import`.",
-         f"Wrote the CSR of key {args.key_id} to {args.out}. Send it to the certification authority, then import "
-         f"the issued certificate with `signserver keys import`.")
+    say(f"Đã ghi CSR của khóa {args.key_id} vào {args.out}. Gửi tệp này cho tổ chức cung cấp dịch vụ chứng thực "
+        f"chữ ký số, rồi nhập chứng thư số được cấp bằng `signserver keys import`.",
+        f"Wrote the CSR of key {args.key_id} to {args.out}. Send it to the certification authority, then import "
+        f"the issued certificate with `signserver keys import`.")
     return EXIT_OK
 
 
@@ -196,18 +195,18 @@ def _import(settings: Settings, args: argparse.Namespace) -> int:
 
     credential = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(officer_credential_json(credential))
+        print_json(officer_credential_json(credential))
         return EXIT_OK
     if args.rotate:
-        _say(f"Đã thay khóa cho chứng thư số {credential.id}: từ nay ký bằng khóa CKA_ID {credential.key_id_hex} "
-             f"(số hiệu chứng thư {credential.cert_serial_hex}); khóa cũ chuyển sang trạng thái retired.",
-             f"Rotated the key of credential {credential.id}: it now signs with key CKA_ID {credential.key_id_hex} "
-             f"(certificate serial {credential.cert_serial_hex}); the previous key is retired.")
+        say(f"Đã thay khóa cho chứng thư số {credential.id}: từ nay ký bằng khóa CKA_ID {credential.key_id_hex} "
+            f"(số hiệu chứng thư {credential.cert_serial_hex}); khóa cũ chuyển sang trạng thái retired.",
+            f"Rotated the key of credential {credential.id}: it now signs with key CKA_ID {credential.key_id_hex} "
+            f"(certificate serial {credential.cert_serial_hex}); the previous key is retired.")
         return EXIT_OK
-    _say(f"Đã nhập chứng thư số và tạo {credential.id} ({credential.kind}, số hiệu {credential.cert_serial_hex}). "
-         f"Chính sách khóa cần cho phép hệ thống một cửa dùng khóa này.",
-         f"Imported the certificate and created {credential.id} ({credential.kind}, serial "
-         f"{credential.cert_serial_hex}). A key policy must allow one-stop applications to use it.")
+    say(f"Đã nhập chứng thư số và tạo {credential.id} ({credential.kind}, số hiệu {credential.cert_serial_hex}). "
+        f"Chính sách khóa cần cho phép hệ thống một cửa dùng khóa này.",
+        f"Imported the certificate and created {credential.id} ({credential.kind}, serial "
+        f"{credential.cert_serial_hex}). A key policy must allow one-stop applications to use it.")
     return EXIT_OK
 
 
@@ -219,14 +218,14 @@ def _switch(settings: Settings, args: argparse.Namespace) -> int:
 
     credential = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     if args.json:
-        _print_json(officer_credential_json(credential))
+        print_json(officer_credential_json(credential))
         return EXIT_OK
     if enabled:
-        _say(f"Chứng thư số {credential.id} đang hoạt động và dùng để ký được.",
-             f"Credential {credential.id} is enabled and can sign.")
+        say(f"Chứng thư số {credential.id} đang hoạt động và dùng để ký được.",
+            f"Credential {credential.id} is enabled and can sign.")
     else:
-        _say(f"Chứng thư số {credential.id} đã bị vô hiệu hóa: mọi yêu cầu ký bằng khóa này bị từ chối.",
-             f"Credential {credential.id} is disabled: every sign request for this key is rejected.")
+        say(f"Chứng thư số {credential.id} đã bị vô hiệu hóa: mọi yêu cầu ký bằng khóa này bị từ chối.",
+            f"Credential {credential.id} is disabled: every sign request for this key is rejected.")
     return EXIT_OK
 
 
@@ -237,14 +236,14 @@ def _rotate(settings: Settings, args: argparse.Namespace) -> int:
     key, request = run_as_person(settings, args, (SECURITY_OFFICER,), action)
     args.out.write_bytes(request)
     if args.json:
-        _print_json({**hsm_key_json(key), "csr_file": str(args.out)})
+        print_json({**hsm_key_json(key), "csr_file": str(args.out)})
         return EXIT_OK
-    _say(f"Đã sinh khóa mới {key.id} (CKA_ID {key.key_id_hex}) cho {args.credential_id} và ghi CSR vào {args.out}. "
-         f"Chứng thư số vẫn ký bằng khóa cũ cho đến khi nhập chứng thư mới bằng "
-         f"`signserver keys import {key.id} --rotate {args.credential_id}`.",
-         f"Generated the new key {key.id} (CKA_ID {key.key_id_hex}) for {args.credential_id} and wrote its CSR "
-         f"to {args.out}. The credential signs with its current key until the new certificate is imported with "
-         f"`signserver keys import {key.id} --rotate {args.credential_id}`.")
+    say(f"Đã sinh khóa mới {key.id} (CKA_ID {key.key_id_hex}) cho {args.credential_id} và ghi CSR vào {args.out}. "
+        f"Chứng thư số vẫn ký bằng khóa cũ cho đến khi nhập chứng thư mới bằng "
+        f"`signserver keys import {key.id} --rotate {args.credential_id}`.",
+        f"Generated the new key {key.id} (CKA_ID {key.key_id_hex}) for {args.credential_id} and wrote its CSR "
+        f"to {args.out}. The credential signs with its current key until the new certificate is imported with "
+        f"`signserver keys import {key.id} --rotate {args.credential_id}`.")
     return EXIT_OK
 
 
@@ -263,10 +262,3 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
     add_person_arguments(parser)
 
-
-def _print_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2))
-
-
-def _say(vietnamese: str, english: str, *, stream: Any = None) -> None:
-    print(f"{vietnamese}\n  ({english})", file=stream or sys.stdout)

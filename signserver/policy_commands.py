@@ -9,40 +9,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
 
 from signserver.admin_cli import add_person_arguments, run_as_person
+from signserver.cli_output import exit_on_error, print_json, say
 from signserver.config import Settings
 from signserver.core import changes
 from signserver.core.audit import verify_audit_chain
 from signserver.core.context import CoreContext
-from signserver.core.policy import PolicyQuery, parse_policy_documents
+from signserver.core.key_access import explain_key_use
+from signserver.core.policy import Explanation, PolicyQuery, parse_policy_documents
 from signserver.core.policy_versions import known_names
-from signserver.core.quotas import quota_usage
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import SignserverError
-from signserver.i18n import message
 from signserver.signing.stamp import VIETNAM_TIME_ZONE
 from signserver.store.records import AdminChange, Official
 
 __all__ = ["add_policy_parsers", "POLICY_HANDLERS"]
 
 
-def _say(vietnamese: str, english: str, *, stream: Any = None) -> None:
-    print(f"{vietnamese}\n  ({english})", file=stream or sys.stdout)
-
-
-def _error(exc: SignserverError) -> int:
-    _say(message(exc.code, "vi", exc.params), message(exc.code, "en", exc.params), stream=sys.stderr)
-    return 2
-
-
 def _read_documents(paths: list[str]) -> list[tuple[str, str]]:
-    """The YAML files named, or every ``*.yaml`` in a named directory, as (file name, text) pairs."""
+    """Read the YAML files named, or every ``*.yaml`` in a named directory, as (file name, text) pairs."""
     files: list[Path] = []
     for name in paths:
         path = Path(name)
@@ -66,16 +56,13 @@ def _when(change: AdminChange) -> str:
 
 
 def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        if args.policy_command == "check":
-            return _policy_check(settings, args)
-        if args.policy_command == "apply":
-            return _policy_apply(settings, args)
-        if args.policy_command == "explain":
-            return _policy_explain(settings, args)
-        return _policy_versions(settings, args)
-    except SignserverError as exc:
-        return _error(exc)
+    if args.policy_command == "check":
+        return _policy_check(settings, args)
+    if args.policy_command == "apply":
+        return _policy_apply(settings, args)
+    if args.policy_command == "explain":
+        return _policy_explain(settings, args)
+    return _policy_versions(settings, args)
 
 
 def _policy_check(settings: Settings, args: argparse.Namespace) -> int:
@@ -96,8 +83,8 @@ def _policy_check(settings: Settings, args: argparse.Namespace) -> int:
     parsed = parse_policy_documents(documents, known)
     against = "đối chiếu với dữ liệu của dịch vụ" if known else "chưa đối chiếu với dữ liệu (chưa khởi tạo)"
     against_en = "checked against the service's data" if known else "not checked against data (not initialised)"
-    _say(f"Chính sách hợp lệ: {len(documents)} tệp, {len(parsed.credential_ids())} khóa; {against}.",
-         f"Policy valid: {len(documents)} files, {len(parsed.credential_ids())} keys; {against_en}.")
+    say(f"Chính sách hợp lệ: {len(documents)} tệp, {len(parsed.credential_ids())} khóa; {against}.",
+        f"Policy valid: {len(documents)} files, {len(parsed.credential_ids())} keys; {against_en}.")
     return 0
 
 
@@ -108,10 +95,10 @@ def _policy_apply(settings: Settings, args: argparse.Namespace) -> int:
         return await changes.request_policy_change(ctx, officer, documents)
 
     change = run_as_person(settings, args, (SECURITY_OFFICER,), apply)
-    _say(f"Đã ghi đề nghị thay đổi chính sách {change.id}. Chính sách CHƯA có hiệu lực: cần một cán bộ quản trị "
-         f"an ninh khác phê duyệt bằng `signserver changes approve {change.id}`.",
-         f"Recorded policy change request {change.id}. The policy is NOT in force yet: another security officer "
-         f"must approve it with `signserver changes approve {change.id}`.")
+    say(f"Đã ghi đề nghị thay đổi chính sách {change.id}. Chính sách CHƯA có hiệu lực: cần một cán bộ quản trị "
+        f"an ninh khác phê duyệt bằng `signserver changes approve {change.id}`.",
+        f"Recorded policy change request {change.id}. The policy is NOT in force yet: another security officer "
+        f"must approve it with `signserver changes approve {change.id}`.")
     return 0
 
 
@@ -120,16 +107,12 @@ def _policy_explain(settings: Settings, args: argparse.Namespace) -> int:
                         signature_level=args.level if args.level.lower() == "none" else args.level.upper(),
                         document_type=args.doc_type)
 
-    async def explain(ctx: CoreContext, _person: Official) -> Any:
-        async with ctx.store.transaction() as tx:
-            policy = await ctx.policies.current(tx)
-            key_policy = policy.key_policy(query.credential_id)
-            usage = await quota_usage(tx, key_policy, query.credential_id, query.application_id, ctx.clock())
-        return policy.explain(query, ctx.clock(), usage)
+    async def explain(ctx: CoreContext, person: Official) -> Explanation:
+        return await explain_key_use(ctx, person, query)
 
     explanation = run_as_person(settings, args, (SECURITY_OFFICER, AUDITOR), explain)
     if args.json:
-        print(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))
+        print_json(explanation.to_json())
         return 0
     for line in explanation.lines("vi"):
         print(line)
@@ -157,55 +140,60 @@ def _policy_versions(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_changes(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        if args.changes_command == "list":
-            states = [args.state] if args.state else None
+    if args.changes_command == "list":
+        return _changes_list(settings, args)
+    if args.changes_command == "approve":
+        return _changes_approve(settings, args)
+    return _changes_reject(settings, args)
 
-            async def listing(ctx: CoreContext, officer: Official) -> list[AdminChange]:
-                return await changes.list_changes(ctx, officer, states)
 
-            found = run_as_person(settings, args, (SECURITY_OFFICER,), listing)
-            print("mã / id                    loại / kind    trạng thái / state  đề nghị / requested by  lúc / at")
-            for change in found:
-                print(f"{change.id:<26} {change.kind:<14} {change.state:<19} {change.requested_by:<23} "
-                      f"{_when(change)}  {change.summary}")
-            if not found:
-                _say("Không có đề nghị thay đổi nào.", "No change requests.")
-            return 0
-        if args.changes_command == "approve":
-            async def approve(ctx: CoreContext, officer: Official) -> AdminChange:
-                return await changes.approve_change(ctx, officer, args.change_id)
+def _changes_list(settings: Settings, args: argparse.Namespace) -> int:
+    states = [args.state] if args.state else None
 
-            change = run_as_person(settings, args, (SECURITY_OFFICER,), approve)
-            _say(f"Đã phê duyệt và thực hiện {change.id} ({change.kind}); người đề nghị {change.requested_by}, "
-                 f"người phê duyệt {change.decided_by}. Đã ghi vào nhật ký.",
-                 f"Approved and carried out {change.id} ({change.kind}); requested by {change.requested_by}, "
-                 f"approved by {change.decided_by}. Recorded in the audit trail.")
-            return 0
+    async def listing(ctx: CoreContext, officer: Official) -> list[AdminChange]:
+        return await changes.list_changes(ctx, officer, states)
 
-        async def reject(ctx: CoreContext, officer: Official) -> AdminChange:
-            return await changes.reject_change(ctx, officer, args.change_id, args.note)
+    found = run_as_person(settings, args, (SECURITY_OFFICER,), listing)
+    print("mã / id                    loại / kind    trạng thái / state  đề nghị / requested by  lúc / at")
+    for change in found:
+        print(f"{change.id:<26} {change.kind:<14} {change.state:<19} {change.requested_by:<23} "
+              f"{_when(change)}  {change.summary}")
+    if not found:
+        say("Không có đề nghị thay đổi nào.", "No change requests.")
+    return 0
 
-        change = run_as_person(settings, args, (SECURITY_OFFICER,), reject)
-        _say(f"Đã từ chối {change.id}; thay đổi không được thực hiện.",
-             f"Rejected {change.id}; the change was not carried out.")
-        return 0
-    except SignserverError as exc:
-        return _error(exc)
+
+def _changes_approve(settings: Settings, args: argparse.Namespace) -> int:
+    async def approve(ctx: CoreContext, officer: Official) -> AdminChange:
+        return await changes.approve_change(ctx, officer, args.change_id)
+
+    change = run_as_person(settings, args, (SECURITY_OFFICER,), approve)
+    say(f"Đã phê duyệt và thực hiện {change.id} ({change.kind}); người đề nghị {change.requested_by}, "
+        f"người phê duyệt {change.decided_by}. Đã ghi vào nhật ký.",
+        f"Approved and carried out {change.id} ({change.kind}); requested by {change.requested_by}, "
+        f"approved by {change.decided_by}. Recorded in the audit trail.")
+    return 0
+
+
+def _changes_reject(settings: Settings, args: argparse.Namespace) -> int:
+    async def reject(ctx: CoreContext, officer: Official) -> AdminChange:
+        return await changes.reject_change(ctx, officer, args.change_id, args.note)
+
+    change = run_as_person(settings, args, (SECURITY_OFFICER,), reject)
+    say(f"Đã từ chối {change.id}; thay đổi không được thực hiện.",
+        f"Rejected {change.id}; the change was not carried out.")
+    return 0
 
 
 def _cmd_key_destroy(settings: Settings, args: argparse.Namespace) -> int:
     async def request(ctx: CoreContext, officer: Official) -> AdminChange:
         return await changes.request_key_destruction(ctx, officer, args.key_id)
 
-    try:
-        change = run_as_person(settings, args, (SECURITY_OFFICER,), request)
-    except SignserverError as exc:
-        return _error(exc)
-    _say(f"Đã ghi đề nghị hủy khóa {args.key_id}: {change.id}. Khóa CHƯA bị hủy: cần một cán bộ quản trị an ninh "
-         f"khác phê duyệt bằng `signserver changes approve {change.id}`.",
-         f"Recorded the request to destroy key {args.key_id}: {change.id}. The key is NOT destroyed yet: another "
-         f"security officer must approve it with `signserver changes approve {change.id}`.")
+    change = run_as_person(settings, args, (SECURITY_OFFICER,), request)
+    say(f"Đã ghi đề nghị hủy khóa {args.key_id}: {change.id}. Khóa CHƯA bị hủy: cần một cán bộ quản trị an ninh "
+        f"khác phê duyệt bằng `signserver changes approve {change.id}`.",
+        f"Recorded the request to destroy key {args.key_id}: {change.id}. The key is NOT destroyed yet: another "
+        f"security officer must approve it with `signserver changes approve {change.id}`.")
     return 0
 
 
@@ -218,15 +206,15 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     async def verify(ctx: CoreContext, _auditor: Official) -> int:
         result = await verify_audit_chain(ctx.store)
         if result.ok:
-            _say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
-                 f"Audit trail intact: {result.records_checked} records, hash chain verified.")
+            say(f"Nhật ký toàn vẹn: {result.records_checked} bản ghi, chuỗi băm khớp.",
+                f"Audit trail intact: {result.records_checked} records, hash chain verified.")
             return 0
         where_vi = f" tại bản ghi {result.first_bad_seq}" if result.first_bad_seq is not None else ""
         where_en = f" at record {result.first_bad_seq}" if result.first_bad_seq is not None else ""
-        _say(f"Nhật ký đã bị can thiệp: {result.problem}{where_vi} "
-             f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
-             f"Audit trail tampered: {result.problem}{where_en} "
-             f"({result.records_checked} records before it verified).", stream=sys.stderr)
+        say(f"Nhật ký đã bị can thiệp: {result.problem}{where_vi} "
+            f"(đã kiểm tra {result.records_checked} bản ghi trước đó).",
+            f"Audit trail tampered: {result.problem}{where_en} "
+            f"({result.records_checked} records before it verified).", stream=sys.stderr)
         return 1
 
     async def listing(ctx: CoreContext, _auditor: Official) -> int:
@@ -234,7 +222,7 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         async with ctx.store.transaction() as tx:
             records = await tx.audit_records(dossier_code=dossier, request_id=args.request)
         if args.json:
-            print(json.dumps([audit_record_json(r) for r in records], ensure_ascii=False, indent=2))
+            print_json([audit_record_json(r) for r in records])
             return 0
         print(f"{'#':>6}  {'time (+07:00)':<19}  {'hành động / action':<26} {'chủ thể / actor':<36} "
               f"{'yêu cầu / request':<26} mã hồ sơ / dossier  chi tiết / details")
@@ -244,26 +232,20 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{record.seq:>6}  {when:<19}  {record.action:<26} {actor:<36} "
                   f"{record.request_id or '-':<26} {record.dossier_code or '-'}  {record.details_json}")
         if not records:
-            _say("Không có bản ghi nào.", "No records.")
+            say("Không có bản ghi nào.", "No records.")
         return 0
 
-    try:
-        return run_as_person(settings, args, (AUDITOR,), verify if args.audit_command == "verify" else listing)
-    except SignserverError as exc:
-        return _error(exc)
+    return run_as_person(settings, args, (AUDITOR,), verify if args.audit_command == "verify" else listing)
 
 
 def _cmd_login(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.admin_cli import open_session
 
-    try:
-        token, person = open_session(settings, args)
-    except SignserverError as exc:
-        return _error(exc)
-    _say(f"Đã đăng nhập: {person.full_name} ({', '.join(sorted(person.role_set))}). Đặt SIGNSERVER_SESSION bằng "
-         f"mã phiên dưới đây cho các lệnh tiếp theo; phiên hết hạn sau {settings.official_session_ttl}.",
-         f"Signed in: {person.full_name}. Set SIGNSERVER_SESSION to the session token below for the next commands; "
-         f"it expires after {settings.official_session_ttl}.", stream=sys.stderr)
+    token, person = open_session(settings, args)
+    say(f"Đã đăng nhập: {person.full_name} ({', '.join(sorted(person.role_set))}). Đặt SIGNSERVER_SESSION bằng "
+        f"mã phiên dưới đây cho các lệnh tiếp theo; phiên hết hạn sau {settings.official_session_ttl}.",
+        f"Signed in: {person.full_name}. Set SIGNSERVER_SESSION to the session token below for the next commands; "
+        f"it expires after {settings.official_session_ttl}.", stream=sys.stderr)
     print(token)
     return 0
 
@@ -324,5 +306,6 @@ def add_key_destroy_parser(key_commands: Any) -> None:
     add_person_arguments(destroy)
 
 
-POLICY_HANDLERS = {"login": _cmd_login, "policy": _cmd_policy, "changes": _cmd_changes, "audit": _cmd_audit}
-KEY_DESTROY_HANDLER = _cmd_key_destroy
+POLICY_HANDLERS = {"login": exit_on_error(_cmd_login), "policy": exit_on_error(_cmd_policy),
+                   "changes": exit_on_error(_cmd_changes), "audit": exit_on_error(_cmd_audit)}
+KEY_DESTROY_HANDLER = exit_on_error(_cmd_key_destroy)

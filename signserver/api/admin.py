@@ -13,9 +13,9 @@ from aiohttp import web
 from signserver.core import changes, enrolment, keys
 from signserver.core.audit import verify_audit_chain
 from signserver.core.context import CoreContext
+from signserver.core.key_access import explain_key_use
 from signserver.core.policy import PolicyQuery, parse_policy_documents
 from signserver.core.policy_versions import known_names
-from signserver.core.quotas import quota_usage
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import InvalidInput
 from signserver.i18n import negotiate_language
@@ -45,8 +45,24 @@ def policy_version_json(version: PolicyVersion) -> dict[str, Any]:
             "applied_at": iso(version.applied_at)}
 
 
+def _list_response(items: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"items": items, "count": len(items)})
+
+
+def _states_query(request: web.Request) -> list[str] | None:
+    """Return the states of the comma-separated ``state`` query parameter, or None when it names none."""
+    return [state for state in request.query.get("state", "").split(",") if state] or None
+
+
+def _integer_query(request: web.Request, name: str, default: int) -> int:
+    try:
+        return int(request.query.get(name, str(default)))
+    except ValueError:
+        raise InvalidInput("field_invalid", field=name, reason="must be an integer") from None
+
+
 def _dataclass_from(cls: type, data: Any, field: str) -> Any:
-    """Build ``cls`` from a JSON object, refusing unknown members so that a typo is not silently dropped."""
+    """Build ``cls`` from a JSON object, rejecting unknown members so that a typo is not silently dropped."""
     if not isinstance(data, dict):
         raise InvalidInput("field_invalid", field=field, reason="must be a JSON object")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -83,9 +99,8 @@ def _documents(body: dict[str, Any]) -> list[tuple[str, str]]:
 async def list_keys(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     officer = await require_person(request, SECURITY_OFFICER)
-    states = [s for s in request.query.get("state", "").split(",") if s] or None
-    found = await keys.list_keys(ctx, officer, states)
-    return web.json_response({"items": [hsm_key_json(k) for k in found], "count": len(found)})
+    found = await keys.list_keys(ctx, officer, _states_query(request))
+    return _list_response([hsm_key_json(key) for key in found])
 
 
 @routes.post("/api/v1/admin/keys")
@@ -123,7 +138,8 @@ async def import_certificate(request: web.Request) -> web.Response:
     if rotate is None:
         new_credential = _dataclass_from(keys.NewCredential, body.get("credential"), "credential")
     elif body.get("credential") is not None:
-        raise InvalidInput("field_invalid", field="credential", reason="give credential or rotate_credential_id, not both")
+        raise InvalidInput("field_invalid", field="credential",
+                           reason="give credential or rotate_credential_id, not both")
     credential = await keys.import_certificate(ctx, officer, request.match_info["key_id"], certificate_pem,
                                                chain.encode() if chain else None, new_credential=new_credential,
                                                rotate_credential_id=rotate)
@@ -175,7 +191,7 @@ async def list_officials(request: web.Request) -> web.Response:
     await require_person(request, SECURITY_OFFICER, AUDITOR)
     async with ctx.store.transaction() as tx:
         found = await tx.officials()
-    return web.json_response({"items": [official_json(o) for o in found], "count": len(found)})
+    return _list_response([official_json(official) for official in found])
 
 
 @routes.post("/api/v1/admin/officials")
@@ -202,7 +218,7 @@ async def list_applications(request: web.Request) -> web.Response:
     await require_person(request, SECURITY_OFFICER, AUDITOR)
     async with ctx.store.transaction() as tx:
         found = await tx.applications()
-    return web.json_response({"items": [application_json(a) for a in found], "count": len(found)})
+    return _list_response([application_json(application) for application in found])
 
 
 @routes.post("/api/v1/admin/applications")
@@ -226,7 +242,7 @@ async def list_policy_versions(request: web.Request) -> web.Response:
     await require_person(request, SECURITY_OFFICER, AUDITOR)
     async with ctx.store.transaction() as tx:
         versions = await tx.policy_versions()
-    return web.json_response({"items": [policy_version_json(v) for v in versions], "count": len(versions)})
+    return _list_response([policy_version_json(version) for version in versions])
 
 
 @routes.post("/api/v1/admin/policies/check")
@@ -251,7 +267,7 @@ async def request_policy_change(request: web.Request) -> web.Response:
 @routes.get("/api/v1/admin/policies/explanation")
 async def explain_policy(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
-    await require_person(request, SECURITY_OFFICER, AUDITOR)
+    person = await require_person(request, SECURITY_OFFICER, AUDITOR)
     query_args = request.query
     for name in ("app", "key"):
         if not query_args.get(name):
@@ -261,11 +277,7 @@ async def explain_policy(request: web.Request) -> web.Response:
         signature_format=query_args.get("format", "pades"), signature_level=query_args.get("level", "B-T"),
         document_type=query_args.get("doc_type") or None,
     )
-    async with ctx.store.transaction() as tx:
-        policy = await ctx.policies.current(tx)
-        key_policy = policy.key_policy(query.credential_id)
-        usage = await quota_usage(tx, key_policy, query.credential_id, query.application_id, ctx.clock())
-    explanation = policy.explain(query, ctx.clock(), usage)
+    explanation = await explain_key_use(ctx, person, query)
     language = negotiate_language(request.headers.get("Accept-Language"))
     return web.json_response({**explanation.to_json(), "text": explanation.lines(language)})
 
@@ -274,9 +286,8 @@ async def explain_policy(request: web.Request) -> web.Response:
 async def list_changes(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     officer = await require_person(request, SECURITY_OFFICER)
-    states = [s for s in request.query.get("state", "").split(",") if s] or None
-    found = await changes.list_changes(ctx, officer, states)
-    return web.json_response({"items": [change_json(c) for c in found], "count": len(found)})
+    found = await changes.list_changes(ctx, officer, _states_query(request))
+    return _list_response([change_json(change) for change in found])
 
 
 @routes.post("/api/v1/admin/changes/{change_id}/approval")
@@ -303,15 +314,12 @@ async def reject_change(request: web.Request) -> web.Response:
 async def audit_list(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     await require_person(request, AUDITOR)
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = min(max(int(request.query.get("limit", "500")), 1), 5000)
-    except ValueError:
-        raise InvalidInput("field_invalid", field="after", reason="after and limit must be integers") from None
+    after = _integer_query(request, "after", 0)
+    limit = min(max(_integer_query(request, "limit", 500), 1), 5000)
     async with ctx.store.transaction() as tx:
         records = await tx.audit_records(dossier_code=request.query.get("dossier_code"),
                                          request_id=request.query.get("request_id"), after_seq=after, limit=limit)
-    return web.json_response({"items": [audit_record_json(r) for r in records], "count": len(records)})
+    return _list_response([audit_record_json(record) for record in records])
 
 
 @routes.get("/api/v1/audit/verification")

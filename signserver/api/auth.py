@@ -42,7 +42,7 @@ async def require_application(request: web.Request) -> Application:
 
 
 async def require_person(request: web.Request, *roles: str) -> Official:
-    """The person of the session token, who must hold one of ``roles``; an API key is never accepted here."""
+    """Return the person of the session token, who must have one of ``roles``. An API key is never accepted here."""
     token = bearer_token(request)
     if not token or not token.startswith(SESSION_TOKEN_PREFIX):
         raise AuthenticationFailed("session_invalid")
@@ -53,5 +53,5 @@ async def require_person(request: web.Request, *roles: str) -> Official:
 
 
 async def require_official(request: web.Request) -> Official:
-    """An official or a seal holder: the people who approve signatures."""
+    """Return the official or seal holder of the session token: the people who approve signatures."""
     return await require_person(request, OFFICIAL, SEAL_HOLDER)

@@ -23,7 +23,7 @@ from .audit import append_audit
 from .errors import AuthenticationFailed
 from .otp import OtpPolicy, check_otp
 from .ports import SecretBox
-from .roles import login_needs_otp, require_role
+from .roles import AUDITOR, SECURITY_OFFICER, login_needs_otp, require_role
 
 __all__ = [
     "sha256_hex",
@@ -114,12 +114,12 @@ class Authenticator:
 
     async def authenticate_person(self, username: str, password: str, now: datetime, *, otp: str | None = None,
                                   roles: tuple[str, ...] = (), channel: str = "api") -> Official:
-        """Return the person whose password (and TOTP code, for administrative roles) is right.
+        """Check the password, and the TOTP code of an administrative account, and return the person.
 
-        A wrong password, unknown user or disabled account fails with the same
-        error; each attempt is audited. A missing or wrong code for a security
-        officer or auditor fails too, counting toward the same lockout as
-        approvals. With ``roles``, the person must also hold one of them.
+        A wrong password, an unknown user and a disabled account fail with the
+        same error, and each attempt is audited. A missing or wrong code of a
+        security officer or auditor fails too, and counts toward the same
+        lockout as approvals. With ``roles``, the person must also have one of them.
         """
         otp_error: Exception | None = None
         async with self.store.transaction() as tx:
@@ -176,8 +176,8 @@ class Authenticator:
 
 
 def _actor_type(person: Official) -> str:
-    """The audit actor type of a person: their administrative role if they have one, else "official"."""
-    for role in ("security_officer", "auditor"):
+    """Return the audit actor type of a person: their administrative role if they have one, else "official"."""
+    for role in (SECURITY_OFFICER, AUDITOR):
         if role in person.role_set:
             return role
     return "official"

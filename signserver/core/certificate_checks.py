@@ -195,7 +195,7 @@ async def _validate_path(certificate: x509.Certificate, chain: Sequence[x509.Cer
 
 
 def _failed_subject(error: PathValidationError, now: datetime) -> str | None:
-    """Name the certificate of the failed path whose validity period does not contain ``now``."""
+    """Return the subject of the certificate in the failed path whose validity period does not contain ``now``."""
     for item in error.current_path.iter_certs(include_root=True):
         validity = item["tbs_certificate"]["validity"]
         if not validity["not_before"].native <= now <= validity["not_after"].native:

@@ -1,11 +1,11 @@
 """Four-eyes control: changes one security officer requests and a second one must approve.
 
 Applying a key policy and destroying a key are such changes. The request is
-checked when it is made (a policy with an error is refused then, and nothing
-is stored), waits as ``pending``, and takes effect only when another security
-officer approves it; the requester cannot approve his own change. Both names
-are in the audit records of the request and of the approval, and a stored
-policy version keeps its author and its approver.
+checked when it is made, so a policy with an error is rejected then and
+nothing is stored. It waits as ``pending`` and takes effect only when another
+security officer approves it, because the requester cannot approve their own
+change. Both names are in the audit records of the request and of the
+approval, and a stored policy version keeps its author and its approver.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from signserver.store.records import AdminChange, Official
 from .audit import append_audit
 from .context import CoreContext, new_id
 from .keys import check_destroyable, destroy_key, find_key
-from .policy import parse_policy_documents
-from .policy_versions import documents_digest, insert_policy_version, known_names
+from .policy import documents_digest, parse_policy_documents
+from .policy_versions import insert_policy_version, known_names
 from .roles import SECURITY_OFFICER, require_role
 
 __all__ = [
@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 POLICY_APPLY = "policy_apply"
 KEY_DESTROY = "key_destroy"
 PENDING, APPLIED, REJECTED, EXPIRED, FAILED = "pending", "applied", "rejected", "expired", "failed"
-# A change nobody approved within this time lapses; the requester may ask again.
+# A change that no officer approves within this time expires, and the requester may request it again.
 CHANGE_TTL = timedelta(days=7)
 
 
@@ -72,7 +72,7 @@ async def _person_names(tx: Transaction, *ids: str) -> dict[str, str]:
 
 async def request_policy_change(ctx: CoreContext, officer: Official,
                                 documents: Sequence[tuple[str, str]]) -> AdminChange:
-    """Record a policy change for a second officer to approve; a policy with an error is refused here."""
+    """Record a policy change for a second officer to approve. A policy with an error is rejected here."""
     require_role(officer, SECURITY_OFFICER)
     now = ctx.clock()
     documents = [(name, text) for name, text in documents]
@@ -98,7 +98,7 @@ async def request_policy_change(ctx: CoreContext, officer: Official,
 
 
 async def request_key_destruction(ctx: CoreContext, officer: Official, key_id: str) -> AdminChange:
-    """Record the destruction of a key for a second officer to approve; a key in use is refused here."""
+    """Record the destruction of a key for a second officer to approve. A key in use is rejected here."""
     require_role(officer, SECURITY_OFFICER)
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
@@ -121,12 +121,24 @@ async def request_key_destruction(ctx: CoreContext, officer: Official, key_id: s
     return change
 
 
+async def _expire_if_due(ctx: CoreContext, change_id: str) -> None:
+    """Record a pending change whose time has run out as ``expired``.
+
+    It runs in its own transaction because the caller then raises
+    ChangeNotPending, which rolls the caller's transaction back.
+    """
+    async with ctx.store.transaction() as tx:
+        change = await tx.admin_change(change_id, for_update=True)
+        if change is not None and change.state == PENDING and change.expires_at <= ctx.clock():
+            await tx.update_admin_change(change.id, PENDING, state=EXPIRED)
+            log.info("admin_change.expired", change_id=change.id, kind=change.kind)
+
+
 async def _pending_change(tx: Transaction, ctx: CoreContext, change_id: str) -> AdminChange:
     change = await tx.admin_change(change_id, for_update=True)
     if change is None:
         raise ChangeNotFound(change_id=change_id)
     if change.state == PENDING and change.expires_at <= ctx.clock():
-        await tx.update_admin_change(change.id, PENDING, state=EXPIRED)
         raise ChangeNotPending(change_id=change_id, state=EXPIRED)
     if change.state != PENDING:
         raise ChangeNotPending(change_id=change_id, state=change.state)
@@ -136,6 +148,7 @@ async def _pending_change(tx: Transaction, ctx: CoreContext, change_id: str) -> 
 async def approve_change(ctx: CoreContext, officer: Official, change_id: str) -> AdminChange:
     """Approve another officer's pending change and carry it out."""
     require_role(officer, SECURITY_OFFICER)
+    await _expire_if_due(ctx, change_id)
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         change = await _pending_change(tx, ctx, change_id)
@@ -148,7 +161,7 @@ async def approve_change(ctx: CoreContext, officer: Official, change_id: str) ->
                 "approved_by_name": names[officer.id]}
         if change.kind == POLICY_APPLY:
             documents = [(item["name"], item["text"]) for item in payload["documents"]]
-            # Validated again: a credential or application named by the policy may have gone since the request.
+            # Validated again, because a credential or application that the policy names may be gone by now.
             version = await insert_policy_version(tx, documents, author_id=change.requested_by,
                                                   approver_id=officer.id, change_id=change.id, now=now)
             await tx.update_admin_change(change.id, PENDING, state=APPLIED, decided_by=officer.id, decided_at=now)
@@ -161,7 +174,8 @@ async def approve_change(ctx: CoreContext, officer: Official, change_id: str) ->
             raise ChangeNotPending(change_id=change_id, state=f"unknown kind {change.kind}")
 
     if change.kind == KEY_DESTROY:
-        # The HSM call cannot share the database transaction: destroy first, then record the outcome.
+        # The HSM call cannot share the database transaction, so the key is destroyed first and the outcome
+        # recorded after.
         try:
             await destroy_key(ctx, change.requested_by, officer, payload["key_id"])
         except Exception as exc:
@@ -182,8 +196,9 @@ async def approve_change(ctx: CoreContext, officer: Official, change_id: str) ->
 
 
 async def reject_change(ctx: CoreContext, officer: Official, change_id: str, note: str) -> AdminChange:
-    """Refuse a pending change (or, for the requester, withdraw it); it never takes effect."""
+    """Reject a pending change, or withdraw it when ``officer`` requested it. A rejected change never takes effect."""
     require_role(officer, SECURITY_OFFICER)
+    await _expire_if_due(ctx, change_id)
     note = (note or "").strip()[:1000]
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
@@ -202,6 +217,11 @@ async def reject_change(ctx: CoreContext, officer: Official, change_id: str, not
 
 
 async def list_changes(ctx: CoreContext, officer: Official, states: Sequence[str] | None = None) -> list[AdminChange]:
+    """Return the newest 100 changes, newest first, or only those in ``states``.
+
+    NOTE: a change is marked ``expired`` only when an officer tries to approve
+    or reject it, so until then a lapsed change is listed as ``pending``.
+    """
     require_role(officer, SECURITY_OFFICER)
     async with ctx.store.transaction() as tx:
         return await tx.admin_changes(states=states)

@@ -140,7 +140,7 @@ async def import_certificate(ctx: CoreContext, actor: Official, key_id: str, cer
                                               ctx.trust_roots, now)
 
     async with ctx.store.transaction() as tx:
-        # Read again under the write lock: another officer may have imported meanwhile.
+        # Read again under the write lock, because another officer may have imported a certificate meanwhile.
         key = await find_key(tx, key.id, for_update=True)
         _require_state(key, GENERATED)
         certificate_columns = _certificate_columns(key, checked)
@@ -312,7 +312,7 @@ async def _generate(ctx: CoreContext, actor: Official, key_type: str, key_size: 
             await _audit(tx, "key_generated", actor, key, now,
                          details={"key_type": key_type, "key_size": key_size, "label": label, **details})
     except BaseException as exc:
-        # A key the inventory does not list would be invisible to officers, so it goes.
+        # A key the inventory does not list would be invisible to officers, so it is destroyed again.
         log.warning("key.generation_not_recorded", key_id=key_id.hex(), label=label, error=repr(exc)[:300])
         await vault.destroy(key_id)
         if isinstance(exc, IntegrityError):
@@ -388,7 +388,7 @@ async def find_key(tx: Transaction, key_id: str, *, for_update: bool = False) ->
 
 
 async def _credential(tx: Transaction, credential_id: str) -> Credential:
-    """Return a personal or seal credential, raising for any other kind: the TSA's key is not managed here."""
+    """Return a personal or seal credential, and raise for any other kind because the TSA's key is not managed here."""
     credential = await tx.credential(credential_id)
     if credential is None:
         raise CredentialNotFound(credential_id=credential_id)

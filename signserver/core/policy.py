@@ -2,7 +2,7 @@
 
 A policy set governs each signing key (a credential) with one entry: its
 owner (officials for a personal key, an agency for a seal key), an optional
-validity window, the most signatures one approval may cover (``max_batch``),
+validity window, the maximum number of signatures one approval may cover (``max_batch``),
 quotas, and rules. Each rule names the applications it serves and may narrow
 formats, levels and document types. A rule may waive the human OTP approval
 (``approval: none``) only under an agency's key, so a personal key always
@@ -134,7 +134,7 @@ class KeyOwner:
 
 @dataclass(frozen=True)
 class QuotaLimits:
-    """Signature counts allowed; None is unlimited. Days and months are in Vietnam time (UTC+7)."""
+    """Signature counts allowed, where None is unlimited. Days and months are in Vietnam time (UTC+7)."""
 
     daily: int | None = None
     monthly: int | None = None
@@ -212,7 +212,7 @@ class PolicySet:
         self._keys: dict[str, KeyPolicy] = {key.credential_id: key for key in keys}
         self.documents: tuple[tuple[str, str], ...] = tuple(documents)
         self.digest = documents_digest(self.documents)
-        # The store's version label (such as "v3") once applied; a digest-based label before.
+        # The store's version label (such as "v3") once applied, or a digest-based label before that.
         self.version = version if version is not None else f"sha256:{self.digest[:16]}"
 
     def __repr__(self) -> str:
@@ -289,7 +289,7 @@ class PolicySet:
 
 
 def _closest_denial(checks: Sequence[RuleCheck]) -> RuleCheck:
-    """Return the rule that got furthest through its checks (format, level, document type); the first of equals."""
+    """Return the rule that got furthest through its checks (format, level, document type), the first one on a tie."""
     closest = checks[0]
     for check in checks[1:]:
         if _MISMATCH_PROGRESS[check.mismatch or ""] > _MISMATCH_PROGRESS[closest.mismatch or ""]:
@@ -298,7 +298,7 @@ def _closest_denial(checks: Sequence[RuleCheck]) -> RuleCheck:
 
 
 def documents_digest(documents: Sequence[tuple[str, str]]) -> str:
-    """SHA-256 hex over the (file name, text) pairs in their order, each part followed by a NUL byte.
+    """Return the SHA-256 hex digest of the (file name, text) pairs in their order, each part followed by a NUL byte.
 
     YAML forbids NUL in text and file systems forbid it in names, so the encoding is unambiguous.
     """

@@ -50,14 +50,14 @@ class Explanation:
 
     @property
     def deciding_rule(self) -> Rule | None:
-        """The written rule that allowed or denied; None for the engine's own rules (validity, max_batch)."""
+        """The written rule that allowed or denied, or None for the engine's own rules (validity, max_batch)."""
         for check in self.rule_checks:
             if check.rule.id == self.decision.rule_id:
                 return check.rule
         return None
 
     def to_json(self) -> dict[str, Any]:
-        """Return the explanation as JSON-ready values; times in ISO 8601."""
+        """Return the explanation as JSON-ready values, with times in ISO 8601."""
         key = self.key
         return {
             "policy_version": self.policy_version,
@@ -195,7 +195,7 @@ _QUOTA_FIELDS = (
 
 
 class _Writer:
-    """Renders one explanation with one language's templates."""
+    """The renderer of one explanation with one language's templates."""
 
     def __init__(self, explanation: Explanation, text: dict[str, str]) -> None:
         self.explanation = explanation
@@ -287,7 +287,7 @@ class _Writer:
                 template = "quota_limit" if limit is not None else "quota_unlimited"
                 output.append(self.say(template, label=label, limit=limit))
                 continue
-            # The counter's own limit, so that these lines agree with quota_denial, which read it.
+            # The counter's own limit, so that these lines agree with quota_denial, which read the same counter.
             counter = usage.counter(name)
             template = "quota_used" if counter.limit is not None else "quota_used_unlimited"
             output.append(self.say(template, label=label, period=counter.period, used=counter.used,

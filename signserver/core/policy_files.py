@@ -1,10 +1,10 @@
 """Reading and validating key policy files, each error with its file and line.
 
 A policy set is one or more YAML files. They are checked in three stages,
-each over every file before the next stage starts: YAML syntax, the JSON
-Schema in ``policies/schema.json``, then the rules a schema cannot state
-(unique ids across files, owners that match the key, names that exist in the store).
-The first error found is raised as :class:`PolicyFileInvalid` with the file
+and each stage covers every file before the next one starts. The stages are
+YAML syntax, the JSON Schema in ``policies/schema.json``, and the rules a
+schema cannot state: unique ids across files, owners that match the key, and
+names that exist in the store. The first error found is raised as :class:`PolicyFileInvalid` with the file
 name, the 1-based line of the offending node and the reason. Lines come from
 the composed YAML nodes, so an error in a nested list item points at that
 item, not at the top of the file.

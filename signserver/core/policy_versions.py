@@ -1,14 +1,13 @@
 """The key policy in force: the newest version applied through four-eyes control, read from the store.
 
 Every replica reads the current version number from the database on each
-decision, so a version applied anywhere takes effect everywhere at once;
-parsed versions are cached by number. A data directory from before stored
+decision, so a version applied anywhere takes effect everywhere at once.
+Parsed versions are cached by number. A data directory from before stored
 policies gets its first version from the policy directory at start-up.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -20,10 +19,16 @@ from signserver.store.db import Transaction
 from signserver.store.records import PolicyVersion
 
 from .audit import append_audit
-from .policy import KnownCredential, KnownNames, PolicySet, parse_policy_documents, read_policy_dir
+from .policy import (
+    KnownCredential,
+    KnownNames,
+    PolicySet,
+    documents_digest,
+    parse_policy_documents,
+    read_policy_dir,
+)
 
-__all__ = ["PolicySource", "known_names", "insert_policy_version", "bootstrap_policy", "documents_digest",
-           "BOOTSTRAP_ACTOR"]
+__all__ = ["PolicySource", "known_names", "insert_policy_version", "bootstrap_policy", "BOOTSTRAP_ACTOR"]
 
 log = structlog.get_logger(__name__)
 
@@ -31,15 +36,8 @@ log = structlog.get_logger(__name__)
 BOOTSTRAP_ACTOR = "signserver-init"
 
 
-def documents_digest(documents: Sequence[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
-    for name, text in documents:
-        digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-    return digest.hexdigest()
-
-
 async def known_names(tx: Transaction) -> KnownNames:
-    """What the store knows that a policy may name: credentials, applications and officials."""
+    """Return the names in the store that a policy may use: credentials, applications and officials."""
     credentials = {
         credential.id: KnownCredential(kind=credential.kind, owner_official_id=credential.owner_official_id,
                                        agency=credential.agency)
@@ -58,7 +56,7 @@ def _parse_stored(version: PolicyVersion) -> PolicySet:
 
 
 class PolicySource:
-    """Hands out the policy in force; an empty policy (every request denied) before any version exists."""
+    """The source of the policy in force, which is an empty policy denying every request before any version exists."""
 
     def __init__(self) -> None:
         self._cache: dict[int, PolicySet] = {}
@@ -77,7 +75,7 @@ class PolicySource:
 
 async def insert_policy_version(tx: Transaction, documents: Sequence[tuple[str, str]], *, author_id: str,
                                 approver_id: str, change_id: str | None, now: datetime) -> int:
-    """Validate ``documents`` against the store and store them as the next version; return its number.
+    """Validate ``documents`` against the store, store them as the next version, and return its number.
 
     Raises PolicyFileInvalid, and then nothing is stored.
     """
@@ -93,7 +91,7 @@ async def insert_policy_version(tx: Transaction, documents: Sequence[tuple[str, 
 
 
 async def bootstrap_policy(tx: Transaction, directory: Path, now: datetime) -> int | None:
-    """Store the policy directory's files as version 1 when no version exists yet; return the new number."""
+    """Store the policy directory's files as version 1 when no version exists yet, and return the new number."""
     if await tx.current_policy_number() is not None:
         return None
     documents = read_policy_dir(directory)

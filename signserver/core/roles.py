@@ -46,13 +46,16 @@ ADMIN_ROLES = frozenset({SECURITY_OFFICER, AUDITOR})
 
 
 def require_role(person: Official, *roles: str) -> None:
-    """Raise RoleRequired unless ``person`` holds one of ``roles``."""
+    """Raise RoleRequired unless ``person`` has one of ``roles``."""
     if not person.role_set.intersection(roles):
         raise RoleRequired(role=", ".join(roles))
 
 
 def login_needs_otp(person: Official) -> bool:
-    """Administrative accounts need a TOTP code to sign in; officials give one for every approval instead."""
+    """Return whether ``person`` needs a TOTP code to sign in.
+
+    Administrative accounts do. Officials give a code for every approval instead.
+    """
     return bool(person.role_set & ADMIN_ROLES)
 
 

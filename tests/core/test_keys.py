@@ -15,7 +15,7 @@ import secrets
 import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from hsm import KeyNotFound as HsmKeyNotFound
 from signserver import demo_pki
 from signserver.config import Settings
 from signserver.core import keys
+from signserver.core.changes import ChangeNotPending, approve_change, request_key_destruction
 from signserver.core.context import CoreContext
 from signserver.core.errors import RoleRequired
 from signserver.core.key_credentials import CredentialApproverNotOwner, CredentialOwnerNotAllowed
@@ -866,7 +867,7 @@ async def test_rotation_audited(ctx: CoreContext, ca: Authorities) -> None:
 
     assert [record.action for record in records] == ["key_generated", "csr_created", "certificate_imported",
                                                      "key_rotated"]
-    assert all(record.actor_id == OFFICER_B for record in records)
+    assert {record.actor_id for record in records} == {OFFICER_B}
     assert json.loads(records[0].details_json)["rotation_for"] == credential.id
     assert json.loads(records[-1].details_json)["previous_key"] == old_key.id
 
@@ -964,3 +965,23 @@ async def test_destroy_needs_security_officer(ctx: CoreContext) -> None:
 
     with pytest.raises(RoleRequired):
         await keys.destroy_key(ctx, OFFICER_A, await person(ctx, AUDITOR), key.id)
+
+
+# Four-eyes changes
+
+
+async def test_lapsed_change_stored_as_expired(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    change = await request_key_destruction(ctx, await person(ctx, OFFICER_A), key.id)
+    after_expiry = replace(ctx, clock=lambda: change.expires_at + datetime.timedelta(seconds=1))
+
+    with pytest.raises(ChangeNotPending) as raised:
+        await approve_change(after_expiry, await person(ctx, OFFICER_B), change.id)
+
+    async with ctx.store.transaction() as tx:
+        stored = await tx.admin_change(change.id)
+    assert raised.value.params["state"] == "expired"
+    assert stored is not None
+    assert stored.state == "expired"
+    assert (await stored_key(ctx, key)).state == keys.GENERATED
+    assert vault_calls(ctx)["destroy"] == 0

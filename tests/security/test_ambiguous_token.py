@@ -25,7 +25,7 @@ with token.open(rw=True, user_pin=settings.user_pin()) as session:
 """
 
 
-def test_serve_refuses_two_keys_with_one_label(tmp_path: Path) -> None:
+def test_serve_rejects_duplicate_label(tmp_path: Path) -> None:
     port = free_port()
     init_home(tmp_path, port)
     planted = subprocess.run([sys.executable, "-c", PLANT_DUPLICATE], env=service_env(tmp_path, port),

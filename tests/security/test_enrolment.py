@@ -48,7 +48,7 @@ def test_enrolment_of_existing_id_conflicts(server: Server, officer_token: str, 
     assert response.json()["code"] == "account_exists"
 
 
-def test_enrolment_refuses_administrative_role(server: Server, officer_token: str) -> None:
+def test_enrolment_rejects_admin_role(server: Server, officer_token: str) -> None:
     body = dict(NEW_OFFICIAL, id="off-tran-van-binh", username="binh.tv", roles=["security_officer"])
     response = requests.post(f"{server.url}/api/v1/admin/officials", json=body,
                              headers={"Authorization": f"Bearer {officer_token}"}, timeout=30)
