@@ -14,7 +14,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from signserver.admin_cli import add_person_arguments, run_as_person
+from signserver.api.serialize import change_json
 from signserver.cli_output import exit_on_error, print_json, say
 from signserver.config import Settings
 from signserver.core import changes
@@ -84,7 +87,7 @@ def _policy_check(settings: Settings, args: argparse.Namespace) -> int:
     against = "đối chiếu với dữ liệu của dịch vụ" if known else "chưa đối chiếu với dữ liệu (chưa khởi tạo)"
     against_en = "checked against the service's data" if known else "not checked against data (not initialised)"
     say(f"Chính sách hợp lệ: {len(documents)} tệp, {len(parsed.credential_ids())} khóa; {against}.",
-        f"Policy valid: {len(documents)} files, {len(parsed.credential_ids())} keys; {against_en}.")
+        f"Policy valid: files {len(documents)}, keys {len(parsed.credential_ids())}; {against_en}.")
     return 0
 
 
@@ -95,6 +98,9 @@ def _policy_apply(settings: Settings, args: argparse.Namespace) -> int:
         return await changes.request_policy_change(ctx, officer, documents)
 
     change = run_as_person(settings, args, (SECURITY_OFFICER,), apply)
+    if args.json:
+        print_json(change_json(change))
+        return 0
     say(f"Đã ghi đề nghị thay đổi chính sách {change.id}. Chính sách CHƯA có hiệu lực: cần một cán bộ quản trị "
         f"an ninh khác phê duyệt bằng `signserver changes approve {change.id}`.",
         f"Recorded policy change request {change.id}. The policy is NOT in force yet: another security officer "
@@ -190,6 +196,9 @@ def _cmd_key_destroy(settings: Settings, args: argparse.Namespace) -> int:
         return await changes.request_key_destruction(ctx, officer, args.key_id)
 
     change = run_as_person(settings, args, (SECURITY_OFFICER,), request)
+    if args.json:
+        print_json(change_json(change))
+        return 0
     say(f"Đã ghi đề nghị hủy khóa {args.key_id}: {change.id}. Khóa CHƯA bị hủy: cần một cán bộ quản trị an ninh "
         f"khác phê duyệt bằng `signserver changes approve {change.id}`.",
         f"Recorded the request to destroy key {args.key_id}: {change.id}. The key is NOT destroyed yet: another "
@@ -235,7 +244,17 @@ def _cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             say("Không có bản ghi nào.", "No records.")
         return 0
 
-    return run_as_person(settings, args, (AUDITOR,), verify if args.audit_command == "verify" else listing)
+    try:
+        return run_as_person(settings, args, (AUDITOR,), verify if args.audit_command == "verify" else listing)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc))[:200]
+        say(f"Không đọc được nhật ký từ {settings.database_url}: {reason}",
+            f"Cannot read the audit trail from {settings.database_url}: {reason}", stream=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (for example `head`) closed the pipe, so there is nothing more to print.
+        sys.stderr.close()
+        return 0
 
 
 def _cmd_login(settings: Settings, args: argparse.Namespace) -> int:
@@ -263,6 +282,7 @@ def add_policy_parsers(commands: Any) -> None:
     apply = policy_commands.add_parser(
         "apply", help="đề nghị áp dụng chính sách (cần người thứ hai duyệt) / request a policy change (four-eyes)")
     apply.add_argument("paths", nargs="+", help="policy .yaml files or directories")
+    apply.add_argument("--json", action="store_true", help="print the change as JSON")
     add_person_arguments(apply)
     explain = policy_commands.add_parser("explain", help="giải thích quyết định / explain a decision")
     explain.add_argument("--app", required=True, help="application id, e.g. app-motcua-demo")
@@ -278,7 +298,7 @@ def add_policy_parsers(commands: Any) -> None:
     change_parser = commands.add_parser("changes", help="thay đổi cần hai người duyệt / four-eyes changes")
     change_commands = change_parser.add_subparsers(dest="changes_command", required=True)
     listing = change_commands.add_parser("list", help="liệt kê / list")
-    listing.add_argument("--state", choices=["pending", "applied", "rejected", "expired", "failed"])
+    listing.add_argument("--state", choices=["pending", "carrying_out", "applied", "rejected", "expired", "failed"])
     add_person_arguments(listing)
     approve = change_commands.add_parser("approve", help="phê duyệt và thực hiện / approve and carry out")
     approve.add_argument("change_id")
@@ -303,6 +323,7 @@ def add_key_destroy_parser(key_commands: Any) -> None:
     destroy = key_commands.add_parser(
         "destroy", help="đề nghị hủy khóa (cần người thứ hai duyệt) / request key destruction (four-eyes)")
     destroy.add_argument("key_id", help="key id from `signserver keys list`")
+    destroy.add_argument("--json", action="store_true", help="print the change as JSON")
     add_person_arguments(destroy)
 
 

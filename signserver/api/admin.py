@@ -19,24 +19,15 @@ from signserver.core.policy_versions import known_names
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import InvalidInput
 from signserver.i18n import negotiate_language
-from signserver.store.records import AdminChange, Application, Official, PolicyVersion
+from signserver.store.records import Application, Official, PolicyVersion
 
 from .auth import require_person
 from .bodies import json_body, optional_string, string_field
-from .serialize import audit_record_json, hsm_key_json, iso, officer_credential_json
+from .serialize import audit_record_json, change_json, hsm_key_json, iso, officer_credential_json
 
-__all__ = ["routes", "change_json"]
+__all__ = ["routes"]
 
 routes = web.RouteTableDef()
-
-
-def change_json(change: AdminChange) -> dict[str, Any]:
-    return {
-        "id": change.id, "kind": change.kind, "summary": change.summary, "state": change.state,
-        "requested_by": change.requested_by, "requested_at": iso(change.requested_at),
-        "expires_at": iso(change.expires_at), "decided_by": change.decided_by, "decided_at": iso(change.decided_at),
-        "decision_note": change.decision_note,
-    }
 
 
 def policy_version_json(version: PolicyVersion) -> dict[str, Any]:
@@ -274,12 +265,17 @@ async def explain_policy(request: web.Request) -> web.Response:
             raise InvalidInput("field_missing", field=name)
     query = PolicyQuery(
         application_id=query_args["app"], credential_id=query_args["key"],
-        signature_format=query_args.get("format", "pades"), signature_level=query_args.get("level", "B-T"),
+        signature_format=query_args.get("format", "pades"), signature_level=_level(query_args.get("level", "B-T")),
         document_type=query_args.get("doc_type") or None,
     )
     explanation = await explain_key_use(ctx, person, query)
     language = negotiate_language(request.headers.get("Accept-Language"))
     return web.json_response({**explanation.to_json(), "text": explanation.lines(language)})
+
+
+def _level(value: str) -> str:
+    """Return a level as the policy writes it: B-B..B-LTA in capitals, "none" for a raw signature."""
+    return "none" if value.lower() == "none" else value.upper()
 
 
 @routes.get("/api/v1/admin/changes")

@@ -12,12 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from signserver.core.signature_options import options_of
-from signserver.store.records import AuditRecord, Credential, HsmKey, SignRequest
+from signserver.store.records import AdminChange, AuditRecord, Credential, HsmKey, SignRequest
 
 __all__ = [
     "sign_request_json",
     "credential_json",
     "hsm_key_json",
+    "change_json",
     "officer_credential_json",
     "audit_record_json",
     "iso",
@@ -116,6 +117,16 @@ def officer_credential_json(credential: Credential) -> dict[str, Any]:
         "certificate_serial": credential.cert_serial_hex, "owner_official_id": credential.owner_official_id,
         "approver_official_id": credential.approver_official_id, "display_name": credential.display_name,
         "agency": credential.agency,
+    }
+
+
+def change_json(change: AdminChange) -> dict[str, Any]:
+    """Return a four-eyes change without its payload (a policy's text, a key id)."""
+    return {
+        "id": change.id, "kind": change.kind, "summary": change.summary, "state": change.state,
+        "requested_by": change.requested_by, "requested_at": iso(change.requested_at),
+        "expires_at": iso(change.expires_at), "decided_by": change.decided_by, "decided_at": iso(change.decided_at),
+        "decision_note": change.decision_note,
     }
 
 

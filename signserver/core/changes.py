@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 POLICY_APPLY = "policy_apply"
 KEY_DESTROY = "key_destroy"
 PENDING, APPLIED, REJECTED, EXPIRED, FAILED = "pending", "applied", "rejected", "expired", "failed"
+# A key destruction between its approval and the end of the HSM call.
+CARRYING_OUT = "carrying_out"
 # A change that no officer approves within this time expires, and the requester may request it again.
 CHANGE_TTL = timedelta(days=7)
 
@@ -170,7 +172,13 @@ async def approve_change(ctx: CoreContext, officer: Official, change_id: str) ->
                                         "files": [name for name, _ in documents]}, now=now)
             log.info("policy.applied", version=version, change_id=change.id, author=change.requested_by,
                      approver=officer.id)
-        elif change.kind != KEY_DESTROY:
+        elif change.kind == KEY_DESTROY:
+            # Claimed here, so that a second approval at the same moment finds it no longer pending, and a crash
+            # during the HSM call leaves it visibly in progress rather than pending again.
+            if not await tx.update_admin_change(change.id, PENDING, state=CARRYING_OUT, decided_by=officer.id,
+                                                decided_at=now):
+                raise ChangeNotPending(change_id=change_id, state="being approved by another officer")
+        else:
             raise ChangeNotPending(change_id=change_id, state=f"unknown kind {change.kind}")
 
     if change.kind == KEY_DESTROY:
@@ -180,15 +188,13 @@ async def approve_change(ctx: CoreContext, officer: Official, change_id: str) ->
             await destroy_key(ctx, change.requested_by, officer, payload["key_id"])
         except Exception as exc:
             async with ctx.store.transaction() as tx:
-                await tx.update_admin_change(change.id, PENDING, state=FAILED, decided_by=officer.id,
-                                             decided_at=ctx.clock(), decision_note=str(exc)[:300])
+                await tx.update_admin_change(change.id, CARRYING_OUT, state=FAILED, decision_note=str(exc)[:300])
                 await append_audit(tx, action="admin_change_failed", actor_type="security_officer",
                                    actor_id=officer.id, details={**both, "reason": getattr(exc, "code", "error")},
                                    now=ctx.clock())
             raise
         async with ctx.store.transaction() as tx:
-            await tx.update_admin_change(change.id, PENDING, state=APPLIED, decided_by=officer.id,
-                                         decided_at=ctx.clock())
+            await tx.update_admin_change(change.id, CARRYING_OUT, state=APPLIED)
     async with ctx.store.transaction() as tx:
         applied = await tx.admin_change(change.id)
     assert applied is not None

@@ -27,6 +27,7 @@ __all__ = [
     "CredentialOfficialNotFound",
     "CredentialOfficialRoleMissing",
     "ImportTargetInvalid",
+    "RotationHolderChanged",
 ]
 
 
@@ -136,3 +137,9 @@ class ImportTargetInvalid(InvalidInput):
     """An import must name exactly one of a new credential and a credential to rotate."""
 
     code = "certificate_import_target_invalid"
+
+
+class RotationHolderChanged(Conflict):
+    """A rotation's certificate names another holder. Params: ``credential_id``, ``attribute``, ``old``, ``new``."""
+
+    code = "rotation_holder_changed"

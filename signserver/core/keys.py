@@ -19,12 +19,15 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import structlog
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from signserver.errors import InvalidInput
 from signserver.signing.csr import CsrSubject, build_csr, csr_pem
@@ -46,6 +49,7 @@ from .key_errors import (
     KeyNotFound,
     KeyStateInvalid,
     KeyTypeUnsupported,
+    RotationHolderChanged,
 )
 from .ports import KeyVault
 from .roles import SECURITY_OFFICER, require_role
@@ -149,7 +153,7 @@ async def import_certificate(ctx: CoreContext, actor: Official, key_id: str, cer
             previous_key = None
         else:
             assert rotate_credential_id is not None
-            credential_id, previous_key = await _switch_credential_key(tx, rotate_credential_id,
+            credential_id, previous_key = await _switch_credential_key(tx, rotate_credential_id, checked,
                                                                        certificate_columns, now)
         await tx.update_hsm_key(key.id, state=ACTIVE, credential_id=credential_id,
                                 certificate_der=checked.der, chain_pem=checked.chain_pem(),
@@ -348,10 +352,15 @@ async def _insert_credential(tx: Transaction, new: NewCredential, certificate_co
     return new.id
 
 
-async def _switch_credential_key(tx: Transaction, credential_id: str, certificate_columns: dict[str, Any],
-                                 now: datetime) -> tuple[str, HsmKey | None]:
-    """Point the credential at the new key and certificate, retire its previous key, and return that key."""
+async def _switch_credential_key(tx: Transaction, credential_id: str, checked: CheckedCertificate,
+                                 certificate_columns: dict[str, Any], now: datetime) -> tuple[str, HsmKey | None]:
+    """Point the credential at the new key and certificate, retire its previous key, and return that key.
+
+    The new certificate must name the same holder (CN and UID identifiers), so
+    that a credential the policy already grants cannot pass to someone else.
+    """
     credential = await _credential(tx, credential_id)
+    _check_same_holder(credential, checked.certificate)
     previous_key = await tx.hsm_key_by_key_id(credential.key_id_hex)
     await tx.update_credential(credential.id, **certificate_columns)
     if previous_key is not None:
@@ -360,6 +369,21 @@ async def _switch_credential_key(tx: Transaction, credential_id: str, certificat
         log.warning("key.rotation_previous_key_not_inventoried", credential_id=credential.id,
                     key_id=credential.key_id_hex)
     return credential.id, previous_key
+
+
+def _holder_values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
+    return sorted(unicodedata.normalize("NFC", str(item.value)).casefold() for item in name.get_attributes_for_oid(oid))
+
+
+def _check_same_holder(credential: Credential, new_certificate: x509.Certificate) -> None:
+    """Raise RotationHolderChanged unless both certificates have the same CN and UID values (case and NFC aside)."""
+    old_subject = x509.load_der_x509_certificate(credential.certificate_der).subject
+    for attribute, oid in (("CN", NameOID.COMMON_NAME), ("UID", NameOID.USER_ID)):
+        old = _holder_values(old_subject, oid)
+        new = _holder_values(new_certificate.subject, oid)
+        if old != new:
+            raise RotationHolderChanged(credential_id=credential.id, attribute=attribute, old=", ".join(old),
+                                        new=", ".join(new))
 
 
 def _certificate_columns(key: HsmKey, checked: CheckedCertificate) -> dict[str, Any]:

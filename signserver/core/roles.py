@@ -71,4 +71,8 @@ def parse_roles(values: Iterable[str]) -> str:
     if set(roles) & SIGNING_ROLES and set(roles) & ADMIN_ROLES:
         raise InvalidInput("field_invalid", field="roles",
                            reason="signing roles and administrative roles need separate accounts")
+    if set(roles) >= ADMIN_ROLES:
+        # An auditor checks what security officers did, so one person cannot be both.
+        raise InvalidInput("field_invalid", field="roles",
+                           reason="security_officer and auditor need separate accounts")
     return ",".join(roles)

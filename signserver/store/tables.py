@@ -312,7 +312,7 @@ admin_changes = Table(
     Column("requested_by", String(64), ForeignKey("officials.id"), nullable=False),
     Column("requested_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("state", String(16), nullable=False),  # pending | applied | rejected | expired | failed
+    Column("state", String(16), nullable=False),  # pending | carrying_out | applied | rejected | expired | failed
     Column("decided_by", String(64), ForeignKey("officials.id")),
     Column("decided_at", DateTime(timezone=True)),
     Column("decision_note", Text),

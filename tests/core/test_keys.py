@@ -55,6 +55,7 @@ from signserver.core.key_errors import (
     KeyNotFound,
     KeyStateInvalid,
     KeyTypeUnsupported,
+    RotationHolderChanged,
 )
 from signserver.core.raw_signing import resolve_signature_scheme, sign_digests
 from signserver.core.sad import CredentialDisabled, check_credential_usable
@@ -872,6 +873,28 @@ async def test_rotation_audited(ctx: CoreContext, ca: Authorities) -> None:
     assert json.loads(records[-1].details_json)["previous_key"] == old_key.id
 
 
+@pytest.mark.parametrize(("changed", "attribute"), [
+    ({"common_name": "Đỗ Văn Khác"}, "CN"),
+    ({"user_id": "CCCD:001099099999"}, "UID"),
+])
+async def test_rotation_to_other_holder_rejected(ctx: CoreContext, ca: Authorities, changed: dict[str, str],
+                                                 attribute: str) -> None:
+    old_key, credential = await imported(ctx, ca)
+    officer = await person(ctx, OFFICER_A)
+    new_key, _ = await keys.start_rotation(ctx, officer, credential.id)
+    other_holder = replace(CERTIFICATE_SUBJECT, **changed)
+    certificate = demo_pki.issue_signing_certificate(ca.issuing, new_key.public_key_der, other_holder)
+
+    with pytest.raises(RotationHolderChanged) as raised:
+        await keys.import_certificate(ctx, officer, new_key.id, certificate.public_bytes(Encoding.PEM),
+                                      ca.chain_pem(), rotate_credential_id=credential.id)
+
+    assert raised.value.params["attribute"] == attribute
+    assert (await stored_credential(ctx, credential.id)).key_id_hex == credential.key_id_hex  # type: ignore[union-attr]
+    assert (await stored_key(ctx, old_key)).state == keys.ACTIVE
+    assert (await stored_key(ctx, new_key)).state == keys.GENERATED
+
+
 async def test_rotation_unknown_credential_rejected(ctx: CoreContext) -> None:
     with pytest.raises(CredentialNotFound):
         await keys.start_rotation(ctx, await person(ctx, OFFICER_A), "cred-does-not-exist")
@@ -985,3 +1008,21 @@ async def test_lapsed_change_stored_as_expired(ctx: CoreContext) -> None:
     assert stored.state == "expired"
     assert (await stored_key(ctx, key)).state == keys.GENERATED
     assert vault_calls(ctx)["destroy"] == 0
+
+
+async def test_concurrent_approvals_destroy_once(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    change = await request_key_destruction(ctx, await person(ctx, OFFICER_A), key.id)
+    approver = await person(ctx, OFFICER_B)
+
+    outcomes = await asyncio.gather(approve_change(ctx, approver, change.id), approve_change(ctx, approver, change.id),
+                                    return_exceptions=True)
+
+    async with ctx.store.transaction() as tx:
+        stored = await tx.admin_change(change.id)
+    assert sorted(type(outcome).__name__ for outcome in outcomes) == ["AdminChange", "ChangeNotPending"]
+    assert stored is not None
+    assert stored.state == "applied"
+    assert stored.decided_by == OFFICER_B
+    assert (await stored_key(ctx, key)).state == keys.DESTROYED
+    assert vault_calls(ctx)["destroy"] == 1

@@ -375,9 +375,12 @@ def test_policy_change_needs_second_officer(policy_server: tuple[Server, dict[st
     changed = tmp_path / "province.yaml"
     changed.write_text(A_POLICY + B_SEAL_OPEN, encoding="utf-8")
     first_session = cli_login(server.home, first, codes)
-    requested = run_cli(server.home, "policy", "apply", str(changed), session=first_session)
+    requested = run_cli(server.home, "policy", "apply", str(changed), "--json", session=first_session)
     assert requested.returncode == 0, requested.stderr
-    change_id = next(word for word in requested.stdout.split() if word.startswith("chg_")).rstrip(".")
+    change = json.loads(requested.stdout)
+    assert change["state"] == "pending"
+    assert change["requested_by"] == first["id"]
+    change_id = change["id"]
 
     still_closed = app_b.submit(sample_pdf, **b_request)
     assert still_closed.status_code == 403, "a change one officer made alone took effect"
