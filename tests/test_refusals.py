@@ -182,8 +182,23 @@ def test_lockout_after_five_wrong_codes(client: Client, sample_pdf: Path) -> Non
 def test_approving_someone_elses_request_rejected(client: Client, sample_pdf: Path) -> None:
     request_for_first = client.submit(sample_pdf).json()["id"]
     token_second = client.login(1)
-    response = client.approve(token_second, [request_for_first], "123456")
-    assert_problem(response, 403, "not_request_approver")
+    foreign = assert_problem(client.approve(token_second, [request_for_first], "123456"), 404, "request_not_found")
+    unknown = assert_problem(client.approve(token_second, ["req_khong_ton_tai"], "123456"), 404, "request_not_found")
+    assert foreign["detail"].replace(request_for_first, "X") == unknown["detail"].replace("req_khong_ton_tai", "X")
+    assert client.get(request_for_first)["state"] == "pending_approval"
+
+
+def test_rejecting_someone_elses_request_rejected(client: Client, sample_pdf: Path) -> None:
+    request_for_first = client.submit(sample_pdf).json()["id"]
+    headers = {"Authorization": f"Bearer {client.login(1)}"}
+
+    def reject(request_id: str) -> requests.Response:
+        return requests.post(f"{client.url}/api/v1/sign-requests/{request_id}/rejection", json={"reason": "Sai mẫu"},
+                             headers=headers, timeout=30)
+
+    foreign = assert_problem(reject(request_for_first), 404, "request_not_found")
+    unknown = assert_problem(reject("req_khong_ton_tai"), 404, "request_not_found")
+    assert foreign["detail"].replace(request_for_first, "X") == unknown["detail"].replace("req_khong_ton_tai", "X")
     assert client.get(request_for_first)["state"] == "pending_approval"
 
 
@@ -312,3 +327,31 @@ def test_original_document_downloadable(client: Client, sample_pdf: Path) -> Non
     response = requests.get(f"{client.url}{created['links']['document']}", headers=client.app_headers(), timeout=30)
     assert response.status_code == 200
     assert response.content == sample_pdf.read_bytes()
+
+
+# JSON's \u escapes can carry a lone UTF-16 surrogate, which is not text: every JSON body refuses it with a 400.
+LONE_SURROGATE = '"\\ud800"'
+
+
+def test_login_refuses_lone_surrogate(client: Client) -> None:
+    body = '{"username": ' + LONE_SURROGATE + ', "password": "x"}'
+    response = requests.post(f"{client.url}/api/v1/sessions", data=body,
+                             headers={"Content-Type": "application/json"}, timeout=30)
+    assert_problem(response, 400, "invalid_request")
+
+
+def test_metadata_refuses_lone_surrogate(client: Client, sample_pdf: Path) -> None:
+    metadata = ('{"idempotency_key": "surrogate-1", "dossier_code": "000.00.01.H01-261205-0001", '
+                '"title": ' + LONE_SURROGATE + ', "signer": "' + client.official(0)["credential_id"] + '"}')
+    files = {"metadata": (None, metadata, "application/json"),
+             "document": ("document.pdf", sample_pdf.read_bytes(), "application/pdf")}
+    response = requests.post(f"{client.url}/api/v1/sign-requests", files=files, headers=client.app_headers(),
+                             timeout=60)
+    assert_problem(response, 400, "metadata_invalid")
+
+
+def test_csc_refuses_lone_surrogate(client: Client) -> None:
+    response = requests.post(f"{client.url}/csc/v2/credentials/info", data='{"credentialID": ' + LONE_SURROGATE + '}',
+                             headers={**client.app_headers(), "Content-Type": "application/json"}, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"

@@ -20,6 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from signserver.core.submission import UploadedDocument
 from signserver.errors import InvalidInput, PayloadTooLarge
+from signserver.json_text import LoneSurrogate, loads_text_json
 
 __all__ = [
     "StoredPart",
@@ -85,8 +86,8 @@ async def stream_part_to_file(part: BodyPartReader, directory: Path, *, max_byte
 def parse_metadata_json(raw: bytes) -> Any:
     """Parse a metadata part, raising InvalidInput ``metadata_invalid`` unless it is UTF-8 JSON."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return loads_text_json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, LoneSurrogate) as exc:
         raise InvalidInput("metadata_invalid", reason=f"not valid UTF-8 JSON ({exc})") from None
     except (ValueError, RecursionError):
         # CPython refuses integers of more than 4300 digits, and very deep nesting exhausts its stack.

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from signserver.errors import InvalidInput, PayloadTooLarge
 from signserver.i18n import LANGUAGES
+from signserver.json_text import LoneSurrogate, loads_text_json
 
 __all__ = ["V1", "V2", "CscBody", "decode_base64"]
 
@@ -55,8 +56,8 @@ class CscBody:
         if not raw.strip():
             return cls({}, version)
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = loads_text_json(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, LoneSurrogate) as exc:
             raise InvalidInput("csc_body_invalid", reason=f"not UTF-8 JSON: {exc}") from None
         except (ValueError, RecursionError) as exc:
             # Integers of more than 4300 digits (CPython's limit) and very deep nesting.
