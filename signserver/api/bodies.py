@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from signserver.errors import InvalidInput
+from signserver.json_text import loads_text_json
 
 __all__ = ["json_body", "string_field", "optional_string"]
 
@@ -15,7 +16,7 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise InvalidInput("unsupported_media_type", content_type=request.content_type, expected="application/json")
     try:
-        body = await request.json()
+        body = await request.json(loads=loads_text_json)
     except RecursionError:
         raise InvalidInput("invalid_request", reason="body is JSON nested too deeply") from None
     except ValueError as exc:
