@@ -6,23 +6,26 @@ Output for people is Vietnamese first, then English.
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
 import json
+import logging
+import os
 import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from signserver.config import Settings
-from signserver.logging import configure_logging
 from signserver.admin_cli import add_person_arguments
 from signserver.cli_output import say as _say
 from signserver.cli_output import say_error, say_file_error
-from signserver.key_commands import add_keys_parser, run_keys_command
+from signserver.config import Settings
 from signserver.enrolment_commands import ENROLMENT_HANDLERS, add_enrolment_parsers
+from signserver.errors import SignserverError
+from signserver.key_commands import add_keys_parser, run_keys_command
+from signserver.logging import configure_logging
 from signserver.policy_commands import POLICY_HANDLERS, add_policy_parsers
 from signserver.validate_command import add_validate_parser, run_validate
 
@@ -133,11 +136,17 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
 
     if _say_database_missing(settings):
         return 2
+    # The demo CA changes what credentials may sign (revoke) or their certificates (reissue): a security officer's work.
+    try:
+        officer = _signed_in_officer(settings, args)
+    except SignserverError as exc:
+        say_error(exc)
+        return 2
     if args.demo_ca_command == "issue":
-        return _demo_ca_issue(settings, args)
+        return _demo_ca_issue(settings, args, officer.id)
     try:
         if args.demo_ca_command == "revoke":
-            result = asyncio.run(revoke_credential(settings, args.credential_id, args.reason))
+            result = asyncio.run(revoke_credential(settings, args.credential_id, args.reason, actor_id=officer.id))
             entry = result.entry
             if not result.newly_revoked:
                 _say(f"Chứng thư số của {args.credential_id} (số hiệu {entry.serial_number:x}) đã bị thu hồi "
@@ -156,7 +165,7 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
                  f"(SIGNSERVER_REVOCATION_CACHE_MAX_SECONDS).")
             return 0
         certificate = asyncio.run(reissue_credential(
-            settings, args.credential_id, not_before=args.not_before, not_after=args.not_after))
+            settings, args.credential_id, actor_id=officer.id, not_before=args.not_before, not_after=args.not_after))
     except DemoCaCommandError as exc:
         _say(exc.vietnamese, exc.english, stream=sys.stderr)
         return 1
@@ -169,13 +178,23 @@ def _cmd_demo_ca(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_ca_issue(settings: Settings, args: argparse.Namespace) -> int:
+def _signed_in_officer(settings: Settings, args: argparse.Namespace) -> Any:
+    from signserver.admin_cli import run_as_person
+    from signserver.core.roles import SECURITY_OFFICER
+
+    async def whoami(_ctx: Any, person: Any) -> Any:
+        return person
+
+    return run_as_person(settings, args, (SECURITY_OFFICER,), whoami)
+
+
+def _demo_ca_issue(settings: Settings, args: argparse.Namespace, officer_id: str) -> int:
     from cryptography.hazmat.primitives.serialization import Encoding
 
     from signserver.demo_ca_commands import DemoCaCommandError, issue_for_csr
 
     try:
-        issued = asyncio.run(issue_for_csr(settings, args.csr.read_bytes(), args.kind, args.days))
+        issued = asyncio.run(issue_for_csr(settings, args.csr.read_bytes(), args.kind, args.days, actor_id=officer_id))
         args.out.write_bytes(issued.certificate.public_bytes(Encoding.PEM))
         if args.chain_out is not None:
             args.chain_out.write_bytes(b"".join(item.public_bytes(Encoding.PEM) for item in issued.chain))
@@ -187,9 +206,10 @@ def _demo_ca_issue(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     certificate = issued.certificate
     valid_to = certificate.not_valid_after_utc.isoformat()
-    _say(f"CA thử nghiệm đã cấp chứng thư số {args.kind} số hiệu {certificate.serial_number:x}, hiệu lực đến "
+    kind_vi = "cá nhân" if args.kind == "personal" else "của cơ quan (con dấu)"
+    _say(f"CA thử nghiệm đã cấp chứng thư số {kind_vi} số hiệu {certificate.serial_number:x}, hiệu lực đến "
          f"{valid_to}, ghi vào {args.out}. Nhập bằng `signserver keys import`.",
-         f"The demo CA issued a {args.kind} certificate, serial {certificate.serial_number:x}, valid to "
+         f"The demo CA issued a {'personal' if args.kind == 'personal' else 'agency seal'} certificate, serial {certificate.serial_number:x}, valid to "
          f"{valid_to}, written to {args.out}. Import it with `signserver keys import`.")
     return 0
 
@@ -207,7 +227,6 @@ def _cmd_credentials(settings: Settings, args: argparse.Namespace) -> int:
     from signserver.admin_cli import run_as_person
     from signserver.appearance_commands import appearance_change, set_appearance
     from signserver.core.roles import SECURITY_OFFICER
-    from signserver.errors import SignserverError
 
     if _say_database_missing(settings):
         return 2
@@ -294,6 +313,8 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("--kind", choices=["personal", "seal"], default="personal",
                        help="personal (default): the subject needs a UID CCCD:, CMND: or HC:; seal: a UID MST:")
     issue.add_argument("--days", type=int, default=730, help="validity in days from now, 1 to 3650 (default 730)")
+    for demo_ca_parser in (revoke, reissue, issue):
+        add_person_arguments(demo_ca_parser)
 
     credentials = commands.add_parser("credentials", help="chứng thư số dùng để ký / signing credentials")
     credentials_commands = credentials.add_subparsers(dest="credentials_command", required=True)
@@ -330,7 +351,12 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,
                 "credentials": _cmd_credentials, "validate": run_validate, "keys": run_keys_command,
                 **POLICY_HANDLERS, **ENROLMENT_HANDLERS}
-    return handlers[args.command](settings, args)
+    try:
+        return handlers[args.command](settings, args)
+    except BrokenPipeError:
+        # The reader of the output (for example `head`) closed the pipe: stop quietly, as other tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ class RevocationResult:
     newly_revoked: bool
 
 
-async def revoke_credential(settings: Settings, credential_id: str, reason: str) -> RevocationResult:
+async def revoke_credential(settings: Settings, credential_id: str, reason: str, *,
+                            actor_id: str = ACTOR_ID) -> RevocationResult:
     """Revoke the current certificate of ``credential_id`` at the demo issuing CA."""
     if reason not in REVOCATION_REASONS:
         raise DemoCaCommandError(
@@ -65,7 +66,7 @@ async def revoke_credential(settings: Settings, credential_id: str, reason: str)
             entry, newly_revoked = ca.revoke(certificate, reason)
             if newly_revoked:
                 await append_audit(
-                    tx, action="demo_certificate_revoked", actor_type="system", actor_id=ACTOR_ID,
+                    tx, action="demo_certificate_revoked", actor_type=_actor_type(actor_id), actor_id=actor_id,
                     key_id_hex=credential.key_id_hex, cert_serial_hex=credential.cert_serial_hex,
                     details={"credential_id": credential.id, "reason": reason,
                              "revoked_at": entry.revoked_at.isoformat()},
@@ -75,7 +76,8 @@ async def revoke_credential(settings: Settings, credential_id: str, reason: str)
     return RevocationResult(credential_id=credential_id, entry=entry, newly_revoked=newly_revoked)
 
 
-async def reissue_credential(settings: Settings, credential_id: str, *, not_before: datetime.datetime | None = None,
+async def reissue_credential(settings: Settings, credential_id: str, *, actor_id: str = ACTOR_ID,
+                             not_before: datetime.datetime | None = None,
                              not_after: datetime.datetime | None = None) -> x509.Certificate:
     """Issue a new certificate for the key of ``credential_id`` and make it the credential's certificate.
 
@@ -109,7 +111,7 @@ async def reissue_credential(settings: Settings, credential_id: str, *, not_befo
                 cert_serial_hex=serial_hex,
             )
             await append_audit(
-                tx, action="demo_certificate_reissued", actor_type="system", actor_id=ACTOR_ID,
+                tx, action="demo_certificate_reissued", actor_type=_actor_type(actor_id), actor_id=actor_id,
                 key_id_hex=credential.key_id_hex, cert_serial_hex=serial_hex,
                 details={"credential_id": credential.id, "previous_serial_hex": credential.cert_serial_hex,
                          "not_before": certificate.not_valid_before_utc.isoformat(),
@@ -136,7 +138,8 @@ class IssuedCertificate:
     chain: tuple[x509.Certificate, ...]
 
 
-async def issue_for_csr(settings: Settings, csr_data: bytes, kind: str, days: int = 730) -> IssuedCertificate:
+async def issue_for_csr(settings: Settings, csr_data: bytes, kind: str, days: int = 730, *,
+                        actor_id: str = ACTOR_ID) -> IssuedCertificate:
     """Issue a document signing certificate for the key and subject of a PKCS#10 CSR (PEM or DER).
 
     The CSR's signature must verify, and its subject must contain a UID with
@@ -167,7 +170,7 @@ async def issue_for_csr(settings: Settings, csr_data: bytes, kind: str, days: in
     try:
         async with store.transaction() as tx:
             await append_audit(
-                tx, action="demo_certificate_issued", actor_type="system", actor_id=ACTOR_ID,
+                tx, action="demo_certificate_issued", actor_type=_actor_type(actor_id), actor_id=actor_id,
                 cert_serial_hex=format(certificate.serial_number, "x"),
                 details={"kind": kind, "subject": certificate.subject.rfc4514_string(),
                          "not_before": certificate.not_valid_before_utc.isoformat(),
@@ -189,6 +192,11 @@ class _RequestedSubject:
 
     def to_name(self) -> x509.Name:
         return self._name
+
+
+def _actor_type(actor_id: str) -> str:
+    """The audit actor type: the signed-in security officer, or the demo CA itself when none is given."""
+    return "system" if actor_id == ACTOR_ID else "security_officer"
 
 
 def _load_csr(data: bytes) -> x509.CertificateSigningRequest:

@@ -117,6 +117,8 @@ def run_keys_command(settings: Settings, args: argparse.Namespace) -> int:
     except SignserverError as exc:
         say_error(exc)
         return EXIT_REJECTED
+    except BrokenPipeError:
+        raise  # the reader of the output went away, which main() handles for every command
     except OSError as exc:
         say_file_error(exc)
         return EXIT_FILE_ERROR

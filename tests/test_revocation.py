@@ -27,7 +27,7 @@ from cryptography.x509 import ocsp
 
 from signserver import demo_pki
 from signserver.signing.sample import generate_sample_pdf
-from tests.harness import SIGNSERVER, Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli, service_env
+from tests.harness import Client, OtpCodes, Server, cli_login, free_port, init_home, run_cli
 
 REVOKED_CREDENTIAL = "cred-nguyen-van-an"
 EXPIRED_CREDENTIAL = "cred-tran-thi-bich-ngoc"
@@ -208,9 +208,15 @@ def own_server(tmp_path_factory: pytest.TempPathFactory, test_policies_dir: Path
     server.stop()
 
 
+_OFFICER_SESSIONS: dict[Path, str] = {}
+
+
 def demo_ca_command(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SIGNSERVER, "demo-ca", *args], env=service_env(server.home), capture_output=True,
-                          text=True, timeout=60)
+    """Run `signserver demo-ca ARGS` as the data directory's first demo security officer."""
+    if server.home not in _OFFICER_SESSIONS:
+        credentials = json.loads((server.home / "demo-credentials.json").read_text(encoding="utf-8"))
+        _OFFICER_SESSIONS[server.home] = cli_login(server.home, credentials["security_officers"][0], OtpCodes())
+    return run_cli(server.home, "demo-ca", *args, session=_OFFICER_SESSIONS[server.home], timeout=60)
 
 
 def audit_actions(server: Server, credentials: dict[str, Any], request_id: str) -> list[dict[str, Any]]:
