@@ -31,19 +31,19 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.harness import REPO, SIGNSERVER, Client, OtpCodes, Server, free_port, init_home, service_env
 
-CREDENTIAL_ID = "cred-nguyen-thi-hang"
+CREDENTIAL_ID = "cred-tran-thi-bich-ngoc-2"
 OWNER = "off-tran-thi-bich-ngoc"
-SUBJECT_ARGUMENTS = ["--cn", "Nguyễn Thị Hằng", "--o", "Ủy ban nhân dân huyện Mẫu Sơn",
+SUBJECT_ARGUMENTS = ["--cn", "Trần Thị Bích Ngọc", "--o", "Ủy ban nhân dân huyện Mẫu Sơn",
                      "--ou", "Văn phòng HĐND và UBND", "--l", "Huyện Mẫu Sơn", "--st", "Tỉnh Thử Nghiệm",
-                     "--title", "Chuyên viên", "--uid", "CCCD:001190012345"]
+                     "--title", "Chuyên viên", "--uid", "CCCD:001186000001"]
 EXPECTED_SUBJECT_LINE = ("subject=C=VN,ST=Tỉnh Thử Nghiệm,L=Huyện Mẫu Sơn,O=Ủy ban nhân dân huyện Mẫu Sơn,"
-                         "OU=Văn phòng HĐND và UBND,title=Chuyên viên,CN=Nguyễn Thị Hằng,UID=CCCD:001190012345")
+                         "OU=Văn phòng HĐND và UBND,title=Chuyên viên,CN=Trần Thị Bích Ngọc,UID=CCCD:001186000001")
 DOCUMENT = "<HoSo><MaHoSo>000.00.01.H01-261205-0007</MaHoSo></HoSo>".encode()
 
 # The new credential's entry, added to the shipped policy so that the demo application may use it.
 POLICY_ENTRY = f"""
   - credential: {CREDENTIAL_ID}
-    description: Chữ ký số cá nhân của bà Nguyễn Thị Hằng (khóa sinh bằng lệnh signserver keys)
+    description: Chữ ký số cá nhân của bà Trần Thị Bích Ngọc (khóa thứ hai, sinh bằng lệnh signserver keys)
     owner: {{officials: [{OWNER}]}}
     rules:
       - id: motcua-mau-son-hang
@@ -133,8 +133,7 @@ def sign_raw(lifecycle: Lifecycle, name: str) -> Path:
 def issue_certificate(lifecycle: Lifecycle, step: str, csr: Path) -> tuple[Path, Path]:
     certificate = lifecycle.files / f"{step}.pem"
     chain = lifecycle.files / f"{step}-chain.pem"
-    lifecycle.run(step, "demo-ca", "issue", "--csr", str(csr), "--out", str(certificate), "--chain-out", str(chain),
-                  officer=None)
+    lifecycle.run(step, "demo-ca", "issue", "--csr", str(csr), "--out", str(certificate), "--chain-out", str(chain))
     return certificate, chain
 
 
@@ -182,11 +181,11 @@ def _run_flow(flow: Lifecycle) -> None:
     flow.values["other_key"] = other_key
     flow.run("import-other-key", "keys", "import", other_key["id"], "--certificate", str(certificate),
              "--chain", str(chain), "--credential-id", "cred-wrong-key", "--kind", "personal", "--owner", OWNER,
-             "--display-name", "Nguyễn Thị Hằng", expect=1)
+             "--display-name", "Trần Thị Bích Ngọc", expect=1)
 
     flow.values["credential"] = flow.json(
         "import", "keys", "import", key["id"], "--certificate", str(certificate), "--chain", str(chain),
-        "--credential-id", CREDENTIAL_ID, "--kind", "personal", "--owner", OWNER, "--display-name", "Nguyễn Thị Hằng",
+        "--credential-id", CREDENTIAL_ID, "--kind", "personal", "--owner", OWNER, "--display-name", "Trần Thị Bích Ngọc",
         "--signer-title", "Chuyên viên")
     apply_policy(flow)
     flow.values["signature"] = sign_raw(flow, "first")
@@ -347,9 +346,17 @@ def test_demo_ca_issue_audited(lifecycle: Lifecycle) -> None:
     assert json.loads(issued[0]["details_json"])["kind"] == "personal"
 
 
+def test_demo_ca_needs_security_officer(lifecycle: Lifecycle) -> None:
+    refused = lifecycle.run("issue-unsigned", "demo-ca", "issue", "--csr", str(lifecycle.files / "request.csr"),
+                            "--out", str(lifecycle.files / "anyone.pem"), officer=None, expect=2)
+
+    assert "Thiếu Tên đăng nhập" in refused.stderr
+    assert not (lifecycle.files / "anyone.pem").exists()
+
+
 def test_demo_ca_rejects_seal_without_tax_code(lifecycle: Lifecycle) -> None:
     rejected = lifecycle.run("issue-seal", "demo-ca", "issue", "--csr", str(lifecycle.files / "request.csr"),
-                            "--out", str(lifecycle.files / "seal.pem"), "--kind", "seal", officer=None, expect=1)
+                            "--out", str(lifecycle.files / "seal.pem"), "--kind", "seal", expect=1)
 
     assert "MST:" in rejected.stderr
     assert not (lifecycle.files / "seal.pem").exists()

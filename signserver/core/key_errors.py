@@ -28,6 +28,7 @@ __all__ = [
     "CredentialOfficialRoleMissing",
     "ImportTargetInvalid",
     "RotationHolderChanged",
+    "CertificateHolderMismatch",
 ]
 
 
@@ -143,3 +144,9 @@ class RotationHolderChanged(Conflict):
     """A rotation's certificate names another holder. Params: ``credential_id``, ``attribute``, ``old``, ``new``."""
 
     code = "rotation_holder_changed"
+
+
+class CertificateHolderMismatch(Conflict):
+    """A new credential's certificate names someone else. Params: ``credential_id``, ``holder``, ``expected``."""
+
+    code = "certificate_holder_mismatch"

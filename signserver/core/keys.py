@@ -39,6 +39,7 @@ from .certificate_checks import CheckedCertificate, check_certificate_for_key
 from .context import CoreContext, new_id
 from .key_credentials import CREDENTIAL_KINDS, NewCredential, check_new_credential
 from .key_errors import (
+    CertificateHolderMismatch,
     CredentialKindInvalid,
     CredentialNotFound,
     ImportTargetInvalid,
@@ -348,8 +349,29 @@ async def _csr_for(ctx: CoreContext, actor: Official, key: HsmKey, subject: asn1
 async def _insert_credential(tx: Transaction, new: NewCredential, certificate_columns: dict[str, Any],
                              now: datetime) -> str:
     values = await check_new_credential(tx, new)
+    await _check_new_holder(tx, values, x509.load_der_x509_certificate(certificate_columns["certificate_der"]))
     await tx.insert_credential(**values, **certificate_columns, status="active", created_at=now)
     return new.id
+
+
+async def _check_new_holder(tx: Transaction, values: dict[str, Any], certificate: x509.Certificate) -> None:
+    """Raise CertificateHolderMismatch unless the certificate names the credential's holder.
+
+    A personal certificate's CN must be the owner's full name; a seal's CN or
+    O must be the agency (or, without one, the display name). Case and
+    Unicode normalisation are ignored.
+    """
+    if values["kind"] == "personal":
+        owner = await tx.official(str(values["owner_official_id"]))
+        expected = owner.full_name if owner is not None else ""
+        names = _holder_values(certificate.subject, NameOID.COMMON_NAME)
+    else:
+        expected = str(values["agency"] or values["display_name"])
+        names = (_holder_values(certificate.subject, NameOID.COMMON_NAME)
+                 + _holder_values(certificate.subject, NameOID.ORGANIZATION_NAME))
+    if unicodedata.normalize("NFC", expected).casefold() not in names:
+        holder = ", ".join(str(item.value) for item in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+        raise CertificateHolderMismatch(credential_id=values["id"], holder=holder, expected=expected)
 
 
 async def _switch_credential_key(tx: Transaction, credential_id: str, checked: CheckedCertificate,
