@@ -38,6 +38,7 @@ __all__ = [
     "quota_usage",
     "quota_denial",
     "consume_quota",
+    "quota_exceeded",
 ]
 
 VIETNAM_TIME = timezone(timedelta(hours=7), "ICT")
@@ -57,6 +58,18 @@ class QuotaExceeded(Forbidden):
     """A quota would be passed. ``params``: ``rule`` (``<credential>.quota.<counter>``), ``limit`` and ``period``."""
 
     code = "quota_exceeded"
+
+
+def quota_exceeded(rule: str, limit: int, period: str) -> QuotaExceeded:
+    """Build the error, with the period in words: a day and a month start again, a lifetime limit never does."""
+    if period == LIFETIME:
+        words = ("trong suốt thời gian dùng khóa (hạn mức này không tự làm mới)",
+                 "over the key's whole life (this limit does not renew)")
+    elif len(period) == len("2026-12"):
+        words = (f"trong tháng {period}; hạn mức làm mới vào tháng sau", f"in month {period}; it renews next month")
+    else:
+        words = (f"trong ngày {period}; hạn mức làm mới vào ngày mai", f"on {period}; it renews tomorrow")
+    return QuotaExceeded(rule=rule, limit=limit, period=period, period_vi=words[0], period_en=words[1])
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ class QuotaDenied:
     requested: int
 
     def error(self) -> QuotaExceeded:
-        return QuotaExceeded(rule=self.rule, limit=self.limit, period=self.period)
+        return quota_exceeded(self.rule, self.limit, self.period)
 
 
 def day_period(now: datetime) -> str:
@@ -170,4 +183,4 @@ async def consume_quota(tx: Transaction, key_policy: KeyPolicy | None, credentia
     for name, counter_application, period, limit in _counter_slots(key_policy, application_id, now):
         if not await tx.add_key_usage(credential_id, counter_application, period, count, limit):
             assert limit is not None
-            raise QuotaExceeded(rule=f"{credential_id}.quota.{name}", limit=limit, period=period)
+            raise quota_exceeded(f"{credential_id}.quota.{name}", limit, period)

@@ -19,6 +19,7 @@ from signserver.core.quotas import (
     day_period,
     month_period,
     quota_denial,
+    quota_exceeded,
     quota_usage,
 )
 from signserver.i18n import message
@@ -87,7 +88,9 @@ async def test_lifetime_stops_at_exact_count(store: Store) -> None:
     for _ in range(3):
         await consume(store, policy, APP_A)
     params = await rejected(store, policy, APP_A)
-    assert params == {"rule": "cred-quota.quota.lifetime", "limit": 3, "period": "lifetime"}
+    assert params == {"rule": "cred-quota.quota.lifetime", "limit": 3, "period": "lifetime",
+                      "period_vi": "trong suốt thời gian dùng khóa (hạn mức này không tự làm mới)",
+                      "period_en": "over the key's whole life (this limit does not renew)"}
     assert await count_of(store, "", "lifetime") == 3
 
 
@@ -154,7 +157,9 @@ async def test_monthly_limit_across_days(store: Store) -> None:
     for day in (1, 2, 3):
         await consume(store, policy, APP_A, now=datetime(2026, 12, day, 3, tzinfo=timezone.utc))
     params = await rejected(store, policy, APP_A, now=datetime(2026, 12, 20, 3, tzinfo=timezone.utc))
-    assert params == {"rule": "cred-quota.quota.monthly", "limit": 3, "period": "2026-12"}
+    assert params == {"rule": "cred-quota.quota.monthly", "limit": 3, "period": "2026-12",
+                      "period_vi": "trong tháng 2026-12; hạn mức làm mới vào tháng sau",
+                      "period_en": "in month 2026-12; it renews next month"}
     await consume(store, policy, APP_A, now=datetime(2027, 1, 1, 3, tzinfo=timezone.utc))
     assert await count_of(store, "", "2027-01") == 1
 
@@ -180,7 +185,9 @@ async def test_per_application_monthly(store: Store) -> None:
     policy = key_policy("{per_application: {monthly: 1}}")
     await consume(store, policy, APP_A)
     params = await rejected(store, policy, APP_A, now=datetime(2026, 12, 28, tzinfo=timezone.utc))
-    assert params == {"rule": "cred-quota.quota.per_application.monthly", "limit": 1, "period": "2026-12"}
+    assert params == {"rule": "cred-quota.quota.per_application.monthly", "limit": 1, "period": "2026-12",
+                      "period_vi": "trong tháng 2026-12; hạn mức làm mới vào tháng sau",
+                      "period_en": "in month 2026-12; it renews next month"}
     await consume(store, policy, APP_B)
 
 
@@ -300,9 +307,17 @@ def test_quota_denial_unlimited() -> None:
 
 
 def test_quota_exceeded_message() -> None:
-    error = QuotaExceeded(rule="cred-quota.quota.daily", limit=500, period="2026-12-05")
+    error = quota_exceeded("cred-quota.quota.daily", 500, "2026-12-05")
     assert error.code == "quota_exceeded"
     assert message(error.code, "vi", error.params).startswith(
-        "Đã hết hạn mức ký theo quy tắc cred-quota.quota.daily: tối đa 500 chữ ký (kỳ tính: 2026-12-05).")
+        "Đã dùng hết hạn mức ký cred-quota.quota.daily: tối đa 500 chữ ký trong ngày 2026-12-05; "
+        "hạn mức làm mới vào ngày mai.")
     assert message(error.code, "en", error.params).startswith(
-        "The signing quota of rule cred-quota.quota.daily is used up: at most 500 signatures (period: 2026-12-05).")
+        "The signing quota cred-quota.quota.daily is used up: at most 500 signatures on 2026-12-05; it renews "
+        "tomorrow.")
+
+
+def test_lifetime_quota_message_says_no_renewal() -> None:
+    error = quota_exceeded("cred-quota.quota.lifetime", 3, "lifetime")
+    assert "không tự làm mới" in message(error.code, "vi", error.params)
+    assert "does not renew" in message(error.code, "en", error.params)
