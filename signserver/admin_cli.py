@@ -21,7 +21,7 @@ from typing import TypeVar
 from signserver.config import Settings
 from signserver.core.auth import Authenticator
 from signserver.core.context import CoreContext, utc_now
-from signserver.core.roles import require_role
+from signserver.core.refusals import require_role_audited
 from signserver.errors import SignserverError
 from signserver.store.records import Official
 
@@ -102,6 +102,8 @@ def run_as_person(settings: Settings, args: argparse.Namespace, roles: tuple[str
 
     The person is the one of the session in ``SIGNSERVER_SESSION`` (from
     ``signserver login``), else is signed in with password and TOTP code now.
+    A person without the role is refused with RoleRequired and an
+    ``access_denied`` audit record.
     """
     _require_initialised(settings)
     session_token = os.environ.get("SIGNSERVER_SESSION")
@@ -110,15 +112,22 @@ def run_as_person(settings: Settings, args: argparse.Namespace, roles: tuple[str
     async def run(ctx: CoreContext, authenticator: Authenticator) -> T:
         if session_token:
             person = await authenticator.official_by_session(session_token, utc_now())
-            require_role(person, *roles)
         else:
             assert credentials is not None
             username, password, otp = credentials
-            person = await authenticator.authenticate_person(username, password, utc_now(), otp=otp,
-                                                             roles=roles, channel="cli")
+            person = await authenticator.authenticate_person(username, password, utc_now(), otp=otp, channel="cli")
+        await require_role_audited(ctx.store, person, roles, operation=_command_name(args), channel="cli",
+                                   now=utc_now())
         return await action(ctx, person)
 
     return _run_in_admin_context(settings, run)
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """Return the command as typed without its arguments, for example "keys disable"."""
+    command = getattr(args, "command", None) or "unknown"
+    subcommand = getattr(args, f"{command.replace('-', '_')}_command", None)
+    return f"{command} {subcommand}" if subcommand else command
 
 
 def open_session(settings: Settings, args: argparse.Namespace) -> tuple[str, Official]:

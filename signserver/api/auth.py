@@ -10,7 +10,8 @@ from aiohttp import web
 from signserver.core.auth import SESSION_TOKEN_PREFIX, Authenticator
 from signserver.core.context import utc_now
 from signserver.core.errors import AuthenticationFailed
-from signserver.core.roles import OFFICIAL, SEAL_HOLDER, require_role
+from signserver.core.refusals import require_role_audited
+from signserver.core.roles import OFFICIAL, SEAL_HOLDER
 from signserver.store.records import Application, Official
 
 __all__ = ["require_application", "require_official", "require_person", "bearer_token"]
@@ -42,13 +43,18 @@ async def require_application(request: web.Request) -> Application:
 
 
 async def require_person(request: web.Request, *roles: str) -> Official:
-    """Return the person of the session token, who must have one of ``roles``. An API key is never accepted here."""
+    """Return the person of the session token, who must have one of ``roles``. An API key is never accepted here.
+
+    A person without the role is refused with RoleRequired and an ``access_denied`` audit record.
+    """
     token = bearer_token(request)
     if not token or not token.startswith(SESSION_TOKEN_PREFIX):
         raise AuthenticationFailed("session_invalid")
     authenticator: Authenticator = request.app["authenticator"]
     person = await authenticator.official_by_session(token, utc_now())
-    require_role(person, *roles)
+    # The path names ids such as a key or credential id, never a secret. The query string is left out.
+    await require_role_audited(authenticator.store, person, roles, operation=f"{request.method} {request.path}",
+                               channel="api", now=utc_now())
     return person
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -20,10 +21,10 @@ from signserver.store.db import Store
 from signserver.store.records import Application, Official
 
 from .audit import append_audit
-from .errors import AuthenticationFailed
-from .otp import OtpPolicy, check_otp
+from .errors import AuthenticationFailed, OfficialLocked
+from .otp import OtpPolicy, check_otp, count_failure, is_locked
 from .ports import SecretBox
-from .roles import AUDITOR, SECURITY_OFFICER, login_needs_otp, require_role
+from .roles import audit_actor_type, login_needs_otp
 
 __all__ = [
     "sha256_hex",
@@ -37,6 +38,8 @@ __all__ = [
 
 API_KEY_PREFIX = "ssk_"
 SESSION_TOKEN_PREFIX = "sso_"
+
+log = structlog.get_logger(__name__)
 
 _password_hasher = PasswordHasher()
 # Verifying against this hash when a username is unknown keeps the response time
@@ -113,51 +116,73 @@ class Authenticator:
         return OfficialSession(token, official, expires_at)
 
     async def authenticate_person(self, username: str, password: str, now: datetime, *, otp: str | None = None,
-                                  roles: tuple[str, ...] = (), channel: str = "api") -> Official:
+                                  channel: str = "api") -> Official:
         """Check the password, and the TOTP code of an administrative account, and return the person.
 
-        A wrong password, an unknown user and a disabled account fail with the
-        same error, and each attempt is audited. A missing or wrong code of a
-        security officer or auditor fails too, and counts toward the same
-        lockout as approvals. With ``roles``, the person must also have one of them.
+        Every failure raises the same ``login_failed``: an unknown username, a
+        disabled or locked account, a wrong password, and a missing, wrong or
+        replayed code of a security officer or auditor. So a caller cannot
+        tell which part was wrong, but the audit record names the reason.
+        Wrong passwords and wrong codes count toward the lockout that also
+        stops approvals (``otp.count_failure``).
         """
-        otp_error: Exception | None = None
         async with self.store.transaction() as tx:
-            official = await tx.official_by_username(username)
-            password_ok = verify_password(official.password_hash if official else None, password)
-            if official is None or not official.enabled or not password_ok:
-                await append_audit(
-                    tx, action="official_login_failed", actor_type="official",
-                    actor_id=official.id if official else "unknown",
-                    details={"username": username[:128], "channel": channel}, now=now,
-                )
-                failed = True
+            found = await tx.official_by_username(username)
+            password_ok = verify_password(found.password_hash if found else None, password)
+            official = await tx.official(found.id, for_update=True) if found else None
+            reason, details = await self._login_failure(tx, official, password_ok, otp, now)
+            if reason is None:
+                assert official is not None
+                await append_audit(tx, action="official_logged_in", actor_type=audit_actor_type(official),
+                                   actor_id=official.id, details={"channel": channel}, now=now)
             else:
-                failed = False
-                if login_needs_otp(official):
-                    otp_error = await self._check_login_otp(tx, official, otp, now)
-                if otp_error is None:
-                    await append_audit(tx, action="official_logged_in", actor_type=_actor_type(official),
-                                       actor_id=official.id, details={"channel": channel}, now=now)
-        if failed:
+                await append_audit(tx, action="official_login_failed",
+                                   actor_type=audit_actor_type(official) if official else "official",
+                                   actor_id=official.id if official else "unknown",
+                                   details={"username": username[:128], "channel": channel, "reason": reason,
+                                            **details}, now=now)
+
+        if reason is not None:
+            log.info("official.login_failed", official_id=official.id if official else None, channel=channel,
+                     reason=reason)
             raise AuthenticationFailed("login_failed")
-        if otp_error is not None:
-            raise otp_error
         assert official is not None
-        if roles:
-            require_role(official, *roles)
         return official
 
-    async def _check_login_otp(self, tx: Any, official: Official, otp: str | None, now: datetime) -> Exception | None:
+    async def _login_failure(self, tx: Any, official: Official | None, password_ok: bool, otp: str | None,
+                             now: datetime) -> tuple[str | None, dict[str, Any]]:
+        """Return why the login of ``official`` fails, or None, and the details for its audit record.
+
+        A locked account is refused before its password counts, as check_otp
+        refuses a code. Officials sign in with a password only. So their
+        login leaves the count alone, because resetting it would give an
+        attacker who has the password new guesses at approval codes. An
+        administrative login resets it through the right TOTP code.
+        """
+        if official is None:
+            return "unknown_user", {}
+        if not official.enabled:
+            return "account_disabled", {}
+        if is_locked(official, now):
+            return "locked", {}
+        if not password_ok:
+            failed, locked_until = await count_failure(tx, official, now=now, policy=self._otp_policy())
+            return "password_invalid", {"consecutive_failures": failed, "locked": locked_until is not None}
+        if not login_needs_otp(official):
+            return None, {}
         if not otp:
-            await append_audit(tx, action="official_login_failed", actor_type=_actor_type(official),
-                               actor_id=official.id, details={"reason": "otp_missing"}, now=now)
-            return AuthenticationFailed("login_otp_required")
-        assert self.secret_box is not None and self.otp_policy is not None, "administrative login needs the HSM"
-        current = await tx.official(official.id, for_update=True)
-        _step, error = await check_otp(tx, current, otp, now=now, secret_box=self.secret_box,
-                                       policy=self.otp_policy, context={"purpose": "login"})
-        return error
+            return "otp_missing", {}
+        assert self.secret_box is not None, "administrative login needs the HSM"
+        _step, error = await check_otp(tx, official, otp, now=now, secret_box=self.secret_box,
+                                       policy=self._otp_policy(), context={"purpose": "login"})
+        if error is None:
+            return None, {}
+        # check_otp's own otp_failed record carries the count. A wrong code that started the lock is still wrong.
+        return ("otp_invalid" if isinstance(error, OfficialLocked) else error.code), {}  # type: ignore[attr-defined]
+
+    def _otp_policy(self) -> OtpPolicy:
+        assert self.otp_policy is not None, "logins need the lockout settings (Settings.otp_lockout_threshold)"
+        return self.otp_policy
 
     async def official_by_session(self, token: str, now: datetime) -> Official:
         async with self.store.transaction() as tx:
@@ -173,11 +198,3 @@ class Authenticator:
     async def logout_official(self, token: str) -> None:
         async with self.store.transaction() as tx:
             await tx.delete_session(sha256_hex(token))
-
-
-def _actor_type(person: Official) -> str:
-    """Return the audit actor type of a person: their administrative role if they have one, else "official"."""
-    for role in (SECURITY_OFFICER, AUDITOR):
-        if role in person.role_set:
-            return role
-    return "official"

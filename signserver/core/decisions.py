@@ -3,7 +3,8 @@
 An approval covers exactly the listed requests and records, for each, the
 digest of the document the official was shown. The requests are checked
 before the OTP, so a batch with a decided or foreign request is rejected
-without spending the code. The OTP is checked before anything changes.
+without spending the code. A request of another official is reported as not
+found, like an unknown id. The OTP is checked before anything changes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from .context import CoreContext, new_id
 from .errors import (
     BatchTooLarge,
     KeyDisabled,
-    NotRequestApprover,
     RequestAlreadyDecided,
     RequestExpired,
     RequestNotFound,
@@ -48,7 +48,9 @@ async def _decidable_request(tx: Transaction, ctx: CoreContext, official: Offici
     if request is None:
         raise RequestNotFound(request_id=request_id)
     if request.approver_official_id != official.id:
-        raise NotRequestApprover(request_id=request_id)
+        # Answered like an unknown id, so that an official cannot learn which ids exist in other agencies.
+        log.info("sign_request.decision_by_other_official", request_id=request_id, official_id=official.id)
+        raise RequestNotFound(request_id=request_id)
     if request.state == EXPIRED or (request.state == PENDING_APPROVAL and request.expires_at <= ctx.clock()):
         raise RequestExpired(request_id=request_id, expired_at=request.expires_at.isoformat(timespec="seconds"))
     if request.state != PENDING_APPROVAL:

@@ -1,7 +1,7 @@
 """One-time password check for approvals (RFC 6238 TOTP, 30-second steps, 6 digits).
 
 The rules, in the order they are applied:
-1. an official whose approvals are locked is refused before the code is looked at;
+1. an official who is locked is refused before the code is looked at;
 2. the code is compared, in constant time, with the codes of the current step
    and one step either side (clock drift of up to 30 seconds);
 3. a step already accepted for that official is refused as a replay; the
@@ -9,6 +9,9 @@ The rules, in the order they are applied:
 4. wrong codes count toward a lockout. The threshold and the lockout period
    are settings (5 codes and 15 minutes by default), and a good code resets the count.
    A replayed code is refused and audited but does not count: it was right once.
+
+Wrong login passwords count toward the same lockout (``count_failure``), and
+the lock stops both logins and approvals.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from .audit import append_audit
 from .errors import OfficialLocked, OtpInvalid, OtpReplayed
 from .ports import SecretBox
 
-__all__ = ["OtpPolicy", "check_otp", "TOTP_STEP_SECONDS"]
+__all__ = ["OtpPolicy", "check_otp", "count_failure", "is_locked", "TOTP_STEP_SECONDS"]
 
 TOTP_STEP_SECONDS = 30
 TOTP_DIGITS = 6
@@ -36,6 +39,27 @@ TOTP_DIGITS = 6
 class OtpPolicy:
     lockout_threshold: int = 5
     lockout_period: timedelta = timedelta(minutes=15)
+
+
+def is_locked(official: Official, now: datetime) -> bool:
+    """Return whether logins and approvals of ``official`` are locked at ``now``."""
+    return official.otp_locked_until is not None and official.otp_locked_until > now
+
+
+async def count_failure(tx: Transaction, official: Official, *, now: datetime,
+                        policy: OtpPolicy) -> tuple[int, datetime | None]:
+    """Add one failure to the count of ``official``, read for update in ``tx``, and lock them at the threshold.
+
+    Returns the count including this failure and the end of the lock that it
+    started, or None. Reaching the threshold sets the count back to 0.
+    """
+    failed = official.otp_failed_count + 1
+    if failed < policy.lockout_threshold:
+        await tx.update_official(official.id, otp_failed_count=failed)
+        return failed, None
+    locked_until = now + policy.lockout_period
+    await tx.update_official(official.id, otp_failed_count=0, otp_locked_until=locked_until)
+    return failed, locked_until
 
 
 def _matching_step(secret: str, code: str, now: datetime) -> int | None:
@@ -87,22 +111,18 @@ async def check_otp(
         return step, None
 
     # A replayed code was right once: it is refused and recorded, but only wrong codes count toward the lockout.
-    failed = official.otp_failed_count + (1 if isinstance(error, OtpInvalid) else 0)
-    values: dict[str, object] = {"otp_failed_count": failed}
-    if failed >= policy.lockout_threshold:
-        values["otp_locked_until"] = now + policy.lockout_period
-        values["otp_failed_count"] = 0
-    await tx.update_official(official.id, **values)
+    failed, locked_until = official.otp_failed_count, None
+    if isinstance(error, OtpInvalid):
+        failed, locked_until = await count_failure(tx, official, now=now, policy=policy)
     await append_audit(
         tx,
         action="otp_failed",
         actor_type="official",
         actor_id=official.id,
-        details={"reason": error.code, "consecutive_failures": failed, "locked": "otp_locked_until" in values,  # type: ignore[attr-defined]
+        details={"reason": error.code, "consecutive_failures": failed, "locked": locked_until is not None,  # type: ignore[attr-defined]
                  **context},
         now=now,
     )
-    if "otp_locked_until" in values:
-        until = values["otp_locked_until"]
-        error = OfficialLocked(until=until.isoformat(timespec="seconds"))  # type: ignore[union-attr]
+    if locked_until is not None:
+        error = OfficialLocked(until=locked_until.isoformat(timespec="seconds"))
     return None, error

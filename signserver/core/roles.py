@@ -33,6 +33,7 @@ __all__ = [
     "require_role",
     "parse_roles",
     "login_needs_otp",
+    "audit_actor_type",
 ]
 
 OFFICIAL = "official"
@@ -57,6 +58,14 @@ def login_needs_otp(person: Official) -> bool:
     Administrative accounts do. Officials give a code for every approval instead.
     """
     return bool(person.role_set & ADMIN_ROLES)
+
+
+def audit_actor_type(person: Official) -> str:
+    """Return the audit actor type of ``person``: their administrative role if they have one, else "official"."""
+    for role in (SECURITY_OFFICER, AUDITOR):
+        if role in person.role_set:
+            return role
+    return OFFICIAL
 
 
 def parse_roles(values: Iterable[str]) -> str:

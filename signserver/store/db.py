@@ -96,6 +96,13 @@ class Transaction:
         async with self.connection.begin_nested():
             yield
 
+    async def commit(self) -> None:
+        """Commit what the transaction contains so far, for a record that must outlast the error raised next.
+
+        The ``Store.transaction`` block then ends without a rollback to do.
+        """
+        await self.connection.commit()
+
     def _for_update(self, statement: Any) -> Any:
         # SQLite already holds the write lock from BEGIN IMMEDIATE.
         return statement if self.is_sqlite else statement.with_for_update()
