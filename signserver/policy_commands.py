@@ -11,20 +11,23 @@ import argparse
 import asyncio
 import sys
 import unicodedata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from signserver.admin_cli import add_person_arguments, run_as_person
-from signserver.api.serialize import change_json
+from signserver.api.serialize import change_details_json, change_json
 from signserver.cli_output import exit_on_error, print_json, say
 from signserver.config import Settings
 from signserver.core import changes
 from signserver.core.audit import verify_audit_chain
+from signserver.core.change_details import ChangeDetails, describe_change
 from signserver.core.context import CoreContext
 from signserver.core.key_access import explain_key_use
 from signserver.core.policy import Explanation, PolicyQuery, parse_policy_documents
+from signserver.core.policy_files import check_policy_input
 from signserver.core.policy_versions import known_names
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import SignserverError
@@ -35,7 +38,11 @@ __all__ = ["add_policy_parsers", "POLICY_HANDLERS"]
 
 
 def _read_documents(paths: list[str]) -> list[tuple[str, str]]:
-    """Read the YAML files named, or every ``*.yaml`` in a named directory, as (file name, text) pairs."""
+    """Read the YAML files named, or every ``*.yaml`` in a named directory, as (file name, text) pairs.
+
+    The bytes are decoded without newline translation, so the SHA-256 that ``changes show`` prints for a
+    file equals what ``sha256sum`` prints for it.
+    """
     files: list[Path] = []
     for name in paths:
         path = Path(name)
@@ -43,7 +50,7 @@ def _read_documents(paths: list[str]) -> list[tuple[str, str]]:
     documents = []
     for path in files:
         try:
-            documents.append((path.name, path.read_text(encoding="utf-8")))
+            documents.append((path.name, path.read_bytes().decode("utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             raise SignserverError("policy_file_unreadable", file=str(path), reason=str(exc)) from None
     if not documents:
@@ -70,6 +77,7 @@ def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
 
 def _policy_check(settings: Settings, args: argparse.Namespace) -> int:
     documents = _read_documents(args.paths)
+    check_policy_input(documents)
     known = None
     if settings.initialized_marker.exists():
         from signserver.store.db import Store
@@ -142,12 +150,14 @@ def _policy_versions(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-# changes list / approve / reject; keys destroy
+# changes list / show / approve / reject; keys destroy
 
 
 def _cmd_changes(settings: Settings, args: argparse.Namespace) -> int:
     if args.changes_command == "list":
         return _changes_list(settings, args)
+    if args.changes_command == "show":
+        return _changes_show(settings, args)
     if args.changes_command == "approve":
         return _changes_approve(settings, args)
     return _changes_reject(settings, args)
@@ -167,6 +177,78 @@ def _changes_list(settings: Settings, args: argparse.Namespace) -> int:
     if not found:
         say("Không có đề nghị thay đổi nào.", "No change requests.")
     return 0
+
+
+def _changes_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def show(ctx: CoreContext, officer: Official) -> ChangeDetails:
+        return await describe_change(ctx, officer, args.change_id)
+
+    details = run_as_person(settings, args, (SECURITY_OFFICER,), show)
+    if args.json:
+        print_json(change_details_json(details))
+        return 0
+    change = details.change
+    print(f"Đề nghị thay đổi (change request): {change.id}")
+    print(f"Loại (kind): {_KIND_NAMES.get(change.kind, change.kind)} ({change.kind})")
+    print(f"Trạng thái (state): {change.state}")
+    print(f"Người đề nghị (requested by): {change.requested_by} — {details.requested_by_name}, "
+          f"{_when(change)} (+07:00)")
+    print(f"Hết hạn (expires): {_local_time(change.expires_at)} (+07:00)")
+    if change.decided_by:
+        print(f"Người quyết định (decided by): {change.decided_by} — {details.decided_by_name}")
+    if change.decision_note:
+        print(f"Ghi chú (note): {change.decision_note}")
+    if details.policy is not None:
+        _print_policy_change(details)
+    if details.key is not None:
+        key = details.key
+        print(f"Khóa (key): {key.key_id}")
+        print(f"Nhãn (label): {key.key_label}")
+        print(f"CKA_ID: {key.key_id_hex}")
+        print(f"Trạng thái khóa (key state): {key.state}")
+        print(f"Chứng thư số (credential): {key.credential_id or '-'}")
+        print(f"Số sê-ri chứng thư số (certificate serial): {key.cert_serial_hex or '-'}")
+    return 0
+
+
+_KIND_NAMES = {changes.POLICY_APPLY: "áp dụng chính sách khóa", changes.KEY_DESTROY: "hủy khóa"}
+
+
+def _local_time(value: datetime) -> str:
+    return value.astimezone(VIETNAM_TIME_ZONE).strftime("%d/%m/%Y %H:%M")
+
+
+def _print_policy_change(details: ChangeDetails) -> None:
+    policy = details.policy
+    assert policy is not None
+    base = changes.version_label(policy.base_version)
+    in_force = changes.version_label(policy.version_in_force)
+    print(f"Soạn trên phiên bản (based on): {base}")
+    print(f"Phiên bản đang có hiệu lực (in force): {in_force}")
+    if policy.outdated and details.change.state == "pending":
+        say(f"Chính sách đã thay đổi kể từ khi lập đề nghị này, nên phê duyệt sẽ thất bại (change_outdated). "
+            f"Người đề nghị cần áp dụng lại các tệp sau khi đối chiếu với {in_force}.",
+            f"The policy changed since this request, so approving it will fail (change_outdated). The requester "
+            f"must apply the files again against {in_force}.")
+    print()
+    say("SHA-256 của văn bản UTF-8 từng tệp, cùng dạng với `sha256sum`. Hãy so với `sha256sum` các tệp của người "
+        "đề nghị trước khi phê duyệt:",
+        "SHA-256 of each file's UTF-8 text, in the format of `sha256sum`. Compare it with `sha256sum` of the "
+        "requester's files before approving:")
+    for document in policy.documents:
+        print(f"{document.sha256}  {document.name}")
+    print()
+    say(f"Khác biệt so với phiên bản đang có hiệu lực ({in_force}), từng tệp. Khi được phê duyệt, các tệp này thay "
+        "thế toàn bộ chính sách, nên tệp không có trong đề nghị sẽ bị bỏ:",
+        f"Differences from the version in force ({in_force}), file by file. Once approved, these files replace the "
+        "whole policy, so a file left out of the request is removed:")
+    for diff in policy.diffs:
+        print(f"{diff.name}: {_DIFF_STATUS_NAMES[diff.status]} ({diff.status})")
+        if diff.diff:
+            sys.stdout.write(diff.diff)
+
+
+_DIFF_STATUS_NAMES = {"added": "thêm mới", "removed": "bị bỏ", "changed": "thay đổi", "unchanged": "không đổi"}
 
 
 def _changes_approve(settings: Settings, args: argparse.Namespace) -> int:
@@ -298,8 +380,13 @@ def add_policy_parsers(commands: Any) -> None:
     change_parser = commands.add_parser("changes", help="thay đổi cần hai người duyệt / four-eyes changes")
     change_commands = change_parser.add_subparsers(dest="changes_command", required=True)
     listing = change_commands.add_parser("list", help="liệt kê / list")
-    listing.add_argument("--state", choices=["pending", "carrying_out", "applied", "rejected", "expired", "failed"])
+    listing.add_argument("--state", choices=changes.CHANGE_STATES)
     add_person_arguments(listing)
+    show = change_commands.add_parser(
+        "show", help="xem nội dung và khác biệt trước khi duyệt / show the content and the diff before approving")
+    show.add_argument("change_id")
+    show.add_argument("--json", action="store_true", help="print the change and its content as JSON")
+    add_person_arguments(show)
     approve = change_commands.add_parser("approve", help="phê duyệt và thực hiện / approve and carry out")
     approve.add_argument("change_id")
     add_person_arguments(approve)

@@ -12,10 +12,10 @@ from aiohttp import web
 
 from signserver.core import changes, enrolment, keys
 from signserver.core.audit import verify_audit_chain
+from signserver.core.change_details import describe_change
 from signserver.core.context import CoreContext
 from signserver.core.key_access import explain_key_use
-from signserver.core.policy import PolicyQuery, parse_policy_documents
-from signserver.core.policy_versions import known_names
+from signserver.core.policy import PolicyQuery
 from signserver.core.roles import AUDITOR, SECURITY_OFFICER
 from signserver.errors import InvalidInput
 from signserver.i18n import negotiate_language
@@ -23,7 +23,14 @@ from signserver.store.records import Application, Official, PolicyVersion
 
 from .auth import require_person
 from .bodies import json_body, optional_string, string_field
-from .serialize import audit_record_json, change_json, hsm_key_json, iso, officer_credential_json
+from .serialize import (
+    audit_record_json,
+    change_details_json,
+    change_json,
+    hsm_key_json,
+    iso,
+    officer_credential_json,
+)
 
 __all__ = ["routes"]
 
@@ -68,17 +75,16 @@ def _dataclass_from(cls: type, data: Any, field: str) -> Any:
 
 
 def _documents(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the (name, text) pairs of ``documents``. The core checks their number, names and size."""
     items = body.get("documents")
-    if not isinstance(items, list) or not items or len(items) > 50:
-        raise InvalidInput("field_invalid", field="documents",
-                           reason="must be a list of 1 to 50 objects with name and text")
+    if not isinstance(items, list):
+        raise InvalidInput("field_invalid", field="documents", reason="must be a list of objects with name and text")
     documents = []
-    for item in items:
+    for index, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or \
-                not isinstance(item.get("text"), str) or not item["name"].endswith(".yaml") or \
-                "/" in item["name"] or len(item["text"]) > 1_000_000:
-            raise InvalidInput("field_invalid", field="documents",
-                               reason="each needs name (a .yaml file name) and text (at most 1 MB)")
+                not isinstance(item.get("text"), str):
+            raise InvalidInput("field_invalid", field=f"documents[{index}]",
+                               reason="must be an object with the strings name (a .yaml file name) and text")
         documents.append((item["name"], item["text"]))
     return documents
 
@@ -239,10 +245,8 @@ async def list_policy_versions(request: web.Request) -> web.Response:
 @routes.post("/api/v1/admin/policies/check")
 async def check_policy(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
-    await require_person(request, SECURITY_OFFICER)
-    documents = _documents(await json_body(request))
-    async with ctx.store.transaction() as tx:
-        parsed = parse_policy_documents(documents, await known_names(tx))
+    officer = await require_person(request, SECURITY_OFFICER)
+    parsed = await changes.check_policy_change(ctx, officer, _documents(await json_body(request)))
     return web.json_response({"valid": True, "digest": parsed.digest,
                               "credentials": sorted(parsed.credential_ids())})
 
@@ -284,6 +288,14 @@ async def list_changes(request: web.Request) -> web.Response:
     officer = await require_person(request, SECURITY_OFFICER)
     found = await changes.list_changes(ctx, officer, _states_query(request))
     return _list_response([change_json(change) for change in found])
+
+
+@routes.get("/api/v1/admin/changes/{change_id}")
+async def show_change(request: web.Request) -> web.Response:
+    ctx: CoreContext = request.app["core"]
+    officer = await require_person(request, SECURITY_OFFICER)
+    details = await describe_change(ctx, officer, request.match_info["change_id"])
+    return web.json_response(change_details_json(details))
 
 
 @routes.post("/api/v1/admin/changes/{change_id}/approval")

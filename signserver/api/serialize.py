@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from signserver.core.change_details import ChangeDetails
 from signserver.core.signature_options import options_of
 from signserver.store.records import AdminChange, AuditRecord, Credential, HsmKey, SignRequest
 
@@ -19,6 +20,7 @@ __all__ = [
     "credential_json",
     "hsm_key_json",
     "change_json",
+    "change_details_json",
     "officer_credential_json",
     "audit_record_json",
     "iso",
@@ -127,6 +129,16 @@ def change_json(change: AdminChange) -> dict[str, Any]:
         "requested_by": change.requested_by, "requested_at": iso(change.requested_at),
         "expires_at": iso(change.expires_at), "decided_by": change.decided_by, "decided_at": iso(change.decided_at),
         "decision_note": change.decision_note,
+    }
+
+
+def change_details_json(details: ChangeDetails) -> dict[str, Any]:
+    """Return a four-eyes change with its officers' names and, by its kind, the ``policy`` or the ``key`` it changes."""
+    return {
+        **change_json(details.change), "requested_by_name": details.requested_by_name,
+        "decided_by_name": details.decided_by_name,
+        "policy": details.policy.to_json() if details.policy else None,
+        "key": details.key.to_json() if details.key else None,
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from signserver.errors import InvalidInput
 from signserver.store.db import Transaction
 from signserver.store.records import Credential, Official
 
@@ -28,7 +29,11 @@ from .policy import Explanation, PolicyDecision, PolicyQuery
 from .quotas import QuotaExceeded, consume_quota, quota_denial, quota_usage
 from .roles import AUDITOR, SECURITY_OFFICER, require_role
 
-__all__ = ["KeyUse", "evaluate_key_use", "explain_key_use"]
+__all__ = ["KeyUse", "evaluate_key_use", "explain_key_use", "POLICY_FORMATS", "POLICY_LEVELS"]
+
+# The formats and levels a policy rule can name (the enums of policies/schema.json).
+POLICY_FORMATS = ("pades", "cades", "raw")
+POLICY_LEVELS = ("B-B", "B-T", "B-LT", "B-LTA", "none")
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,10 @@ async def explain_key_use(ctx: CoreContext, person: Official, query: PolicyQuery
     officers and auditors may read it.
     """
     require_role(person, SECURITY_OFFICER, AUDITOR)
+    if query.signature_format not in POLICY_FORMATS:
+        raise InvalidInput("field_invalid", field="format", reason=f"use one of {', '.join(POLICY_FORMATS)}")
+    if query.signature_level not in POLICY_LEVELS:
+        raise InvalidInput("field_invalid", field="level", reason=f"use one of {', '.join(POLICY_LEVELS)}")
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         policy = await ctx.policies.current(tx)

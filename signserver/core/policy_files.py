@@ -13,6 +13,7 @@ item, not at the top of the file.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,10 @@ from signserver.errors import InvalidInput
 
 __all__ = [
     "PolicyFileInvalid",
+    "PolicyTooLarge",
+    "MAX_POLICY_DOCUMENTS",
+    "MAX_POLICY_SET_BYTES",
+    "check_policy_input",
     "KnownCredential",
     "KnownNames",
     "PolicyDocument",
@@ -43,12 +48,25 @@ SCHEMA_PATH = PROJECT_ROOT / "policies" / "schema.json"
 # The schema needs five levels, so anything much deeper is a mistake or an attack on the parser.
 MAX_NESTING = 32
 TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+# A policy file name is a plain file name: no directory, space or control character, so that it prints and
+# compares the same in a terminal, in the audit trail and in ``sha256sum`` output.
+POLICY_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.yaml")
+MAX_POLICY_DOCUMENTS = 50
+# The cap on the UTF-8 size of a policy set. Parsing costs about 9 µs of CPU per byte (a 213 kB set took 1.8 s in
+# parse_policy_documents, CPython 3.11 on a 2-core VM), so callers on the event loop parse in a worker thread.
+MAX_POLICY_SET_BYTES = 1024 * 1024
 
 
 class PolicyFileInvalid(InvalidInput):
     """A policy file cannot be applied. ``params``: ``file``, ``line`` (1-based) and ``reason``."""
 
     code = "policy_file_invalid"
+
+
+class PolicyTooLarge(InvalidInput):
+    """The policy files together are larger than the cap. ``params``: ``size`` and ``limit``, in UTF-8 bytes."""
+
+    code = "policy_too_large"
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,26 @@ def read_policy_dir(directory: Path) -> list[tuple[str, str]]:
             raise PolicyFileInvalid(file=path.name, line=line, reason="the file is not valid UTF-8") from None
         documents.append((path.name, text))
     return documents
+
+
+def check_policy_input(documents: Sequence[tuple[str, str]]) -> None:
+    """Check the number, the file names and the total size of policy documents, before any parsing.
+
+    Raises InvalidInput ``field_invalid`` naming the first bad file name, and PolicyTooLarge.
+    """
+    if not 1 <= len(documents) <= MAX_POLICY_DOCUMENTS:
+        raise InvalidInput("field_invalid", field="documents",
+                           reason=f"give 1 to {MAX_POLICY_DOCUMENTS} policy files, not {len(documents)}")
+    for index, (name, _text) in enumerate(documents):
+        # fullmatch, because "$" would also accept a name that ends in a newline.
+        if POLICY_FILE_NAME.fullmatch(name) is None:
+            printable_name = repr(name) if len(name) <= 120 else repr(name[:120]) + "..."
+            raise InvalidInput("field_invalid", field=f"documents[{index}].name",
+                               reason=f"{printable_name} is not a policy file name: use 1 to 100 letters, digits, dots, "
+                                      "hyphens or underscores, starting with a letter or digit, then .yaml")
+    size = sum(len(text.encode("utf-8")) for _name, text in documents)
+    if size > MAX_POLICY_SET_BYTES:
+        raise PolicyTooLarge(size=size, limit=MAX_POLICY_SET_BYTES)
 
 
 def parse_date_time(value: str) -> datetime:

@@ -2,12 +2,14 @@
 
 Every replica reads the current version number from the database on each
 decision, so a version applied anywhere takes effect everywhere at once.
-Parsed versions are cached by number. A data directory from before stored
+Parsed versions are cached by number, and a version is parsed in a worker
+thread because a large one takes seconds. A data directory from before stored
 policies gets its first version from the policy directory at start-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -67,19 +69,20 @@ class PolicySource:
             return parse_policy_documents([]).with_version("v0")
         cached = self._cache.get(number)
         if cached is None:
+            # NOTE: on SQLite the caller's transaction holds the write lock during this parse, which takes seconds
+            # for a policy set near MAX_POLICY_SET_BYTES. It happens once per version and process.
             stored = await tx.policy_version(number)
             assert stored is not None
-            cached = self._cache[number] = _parse_stored(stored)
+            cached = self._cache[number] = await asyncio.to_thread(_parse_stored, stored)
         return cached
 
 
 async def insert_policy_version(tx: Transaction, documents: Sequence[tuple[str, str]], *, author_id: str,
                                 approver_id: str, change_id: str | None, now: datetime) -> int:
-    """Validate ``documents`` against the store, store them as the next version, and return its number.
+    """Store ``documents`` as the next version and return its number.
 
-    Raises PolicyFileInvalid, and then nothing is stored.
+    The caller validates them first with ``parse_policy_documents`` and the store's ``known_names``.
     """
-    parse_policy_documents(documents, await known_names(tx))
     number = (await tx.current_policy_number() or 0) + 1
     digest = documents_digest(documents)
     await tx.insert_policy_version(
@@ -95,6 +98,7 @@ async def bootstrap_policy(tx: Transaction, directory: Path, now: datetime) -> i
     if await tx.current_policy_number() is not None:
         return None
     documents = read_policy_dir(directory)
+    parse_policy_documents(documents, await known_names(tx))
     number = await insert_policy_version(tx, documents, author_id=BOOTSTRAP_ACTOR, approver_id=BOOTSTRAP_ACTOR,
                                          change_id=None, now=now)
     await append_audit(tx, action="policy_applied", actor_type="system", actor_id=BOOTSTRAP_ACTOR, details={

@@ -33,11 +33,23 @@ from hsm import KeyNotFound as HsmKeyNotFound
 from signserver import demo_pki
 from signserver.config import Settings
 from signserver.core import keys
-from signserver.core.changes import ChangeNotPending, approve_change, request_key_destruction
+from signserver.core.change_details import KeyDestructionDetails, describe_change
+from signserver.core.changes import (
+    ChangeNotPending,
+    ChangeOutdated,
+    ChangePendingExists,
+    approve_change,
+    check_policy_change,
+    list_changes,
+    reject_change,
+    request_key_destruction,
+    request_policy_change,
+)
 from signserver.core.context import CoreContext
 from signserver.core.errors import RoleRequired
 from signserver.core.key_credentials import CredentialApproverNotOwner, CredentialOwnerNotAllowed
 from signserver.core.key_errors import (
+    CertificateHolderMismatch,
     CertificateInvalid,
     CertificateKeyMismatch,
     CertificateKeyUsage,
@@ -57,6 +69,7 @@ from signserver.core.key_errors import (
     KeyTypeUnsupported,
     RotationHolderChanged,
 )
+from signserver.core.policy_files import MAX_POLICY_SET_BYTES, PolicyTooLarge, check_policy_input
 from signserver.core.raw_signing import resolve_signature_scheme, sign_digests
 from signserver.core.sad import CredentialDisabled, check_credential_usable
 from signserver.errors import InvalidInput
@@ -64,7 +77,7 @@ from signserver.hsm_bridge import HsmKeyVault
 from signserver.signing.errors import CertificateExpired, CertificateNotYetValid, CertificateUntrusted
 from signserver.store.db import IntegrityError, Store, Transaction
 from signserver.store.migrate import upgrade_to_head
-from signserver.store.records import AuditRecord, Credential, HsmKey, Official
+from signserver.store.records import AdminChange, AuditRecord, Credential, HsmKey, Official
 from tests.hsm.conftest import SoftHsmTokens, hsm, raw_session, softhsm_tokens  # noqa: F401 - SoftHSM fixtures
 
 OFFICER_A = "so-test-a"
@@ -1026,3 +1039,349 @@ async def test_concurrent_approvals_destroy_once(ctx: CoreContext) -> None:
     assert stored.decided_by == OFFICER_B
     assert (await stored_key(ctx, key)).state == keys.DESTROYED
     assert vault_calls(ctx)["destroy"] == 1
+
+
+def policy_documents(description: str) -> list[tuple[str, str]]:
+    """A valid policy set that governs no key, so it needs no credential in the store."""
+    return [("province.yaml", f"description: {description}\nkeys: []\n")]
+
+
+async def stored_change(ctx: CoreContext, change_id: str) -> AdminChange:
+    async with ctx.store.transaction() as tx:
+        found = await tx.admin_change(change_id)
+    assert found is not None
+    return found
+
+
+async def policy_number(ctx: CoreContext) -> int:
+    async with ctx.store.transaction() as tx:
+        return await tx.current_policy_number() or 0
+
+
+async def change_audit(ctx: CoreContext, change_id: str, action: str) -> dict[str, Any]:
+    """Return the details of the last audit record ``action`` of the change."""
+    async with ctx.store.transaction() as tx:
+        records = [json.loads(record.details_json) for record in await tx.audit_records()
+                   if record.action == action]
+    matching = [details for details in records if details.get("change_id") == change_id]
+    assert matching, f"no {action} record for {change_id}"
+    return matching[-1]
+
+
+async def enrolled_application(ctx: CoreContext) -> str:
+    application_id = f"app-test-{secrets.token_hex(4)}"
+    async with ctx.store.transaction() as tx:
+        await tx.insert_application(id=application_id, name="Hệ thống một cửa thử nghiệm", agency=AGENCY,
+                                    api_key_sha256=secrets.token_hex(32),
+                                    created_at=datetime.datetime.now(datetime.timezone.utc))
+    return application_id
+
+
+def patched(tmp_path: Path, old_text: str, diff: str) -> str:
+    """Apply a unified diff to ``old_text`` with GNU patch and return the result."""
+    original, patch_file, output = tmp_path / "original.yaml", tmp_path / "change.diff", tmp_path / "patched.yaml"
+    original.write_bytes(old_text.encode())
+    patch_file.write_bytes(diff.encode())
+    result = subprocess.run(["patch", "--batch", "--silent", "-o", str(output), str(original), str(patch_file)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return output.read_bytes().decode()
+
+
+async def test_outdated_policy_change_fails(ctx: CoreContext) -> None:
+    requester, approver = await person(ctx, OFFICER_A), await person(ctx, OFFICER_B)
+    first = await request_policy_change(ctx, requester, policy_documents("Bản A"))
+    second = await request_policy_change(ctx, requester, policy_documents("Bản B"))
+    await approve_change(ctx, approver, first.id)
+    in_force = await policy_number(ctx)
+
+    with pytest.raises(ChangeOutdated) as raised:
+        await approve_change(ctx, approver, second.id)
+
+    stored = await stored_change(ctx, second.id)
+    assert raised.value.params == {"change_id": second.id, "base_version": f"v{in_force - 1}",
+                                   "current_version": f"v{in_force}"}
+    assert stored.state == "failed"
+    assert stored.decision_note == f"outdated: based on v{in_force - 1}, v{in_force} in force"
+    assert stored.decided_by == OFFICER_B
+    assert await policy_number(ctx) == in_force
+
+
+async def test_outdated_policy_change_audited(ctx: CoreContext) -> None:
+    requester, approver = await person(ctx, OFFICER_A), await person(ctx, OFFICER_B)
+    first = await request_policy_change(ctx, requester, policy_documents("Bản C"))
+    second = await request_policy_change(ctx, requester, policy_documents("Bản D"))
+    await approve_change(ctx, approver, first.id)
+
+    with pytest.raises(ChangeOutdated):
+        await approve_change(ctx, approver, second.id)
+
+    details = await change_audit(ctx, second.id, "admin_change_failed")
+    assert details["reason"] == "change_outdated"
+    assert details["requested_by"] == OFFICER_A
+    assert details["requested_by_name"] == "Lê Văn Cường"
+    assert details["approved_by"] == OFFICER_B
+    assert details["approved_by_name"] == "Phạm Thu Hà"
+    assert details["version_in_force"] == details["base_version"] + 1
+
+
+async def test_failed_outdated_change_not_approvable(ctx: CoreContext) -> None:
+    requester, approver = await person(ctx, OFFICER_A), await person(ctx, OFFICER_B)
+    first = await request_policy_change(ctx, requester, policy_documents("Bản E"))
+    second = await request_policy_change(ctx, requester, policy_documents("Bản G"))
+    await approve_change(ctx, approver, first.id)
+    with pytest.raises(ChangeOutdated):
+        await approve_change(ctx, approver, second.id)
+
+    with pytest.raises(ChangeNotPending) as raised:
+        await approve_change(ctx, approver, second.id)
+
+    assert raised.value.params["state"] == "failed"
+
+
+async def test_policy_change_request_audit_names_requester(ctx: CoreContext) -> None:
+    in_force = await policy_number(ctx)
+    change = await request_policy_change(ctx, await person(ctx, OFFICER_A), policy_documents("Bản H"))
+
+    details = await change_audit(ctx, change.id, "policy_change_requested")
+
+    assert details["requested_by"] == OFFICER_A
+    assert details["requested_by_name"] == "Lê Văn Cường"
+    assert details["base_version"] == in_force
+    assert details["files"] == ["province.yaml"]
+    assert details["credentials"] == []
+    assert len(details["digest"]) == 64
+
+
+async def test_key_destruction_request_audit_names_requester(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    change = await request_key_destruction(ctx, await person(ctx, OFFICER_A), key.id)
+
+    details = await change_audit(ctx, change.id, "key_destruction_requested")
+
+    assert details["requested_by"] == OFFICER_A
+    assert details["requested_by_name"] == "Lê Văn Cường"
+    assert details["key_id"] == key.id
+
+
+async def test_change_details_diff_patches_version_in_force(ctx: CoreContext, tmp_path: Path) -> None:
+    requester, approver = await person(ctx, OFFICER_A), await person(ctx, OFFICER_B)
+    old_a, old_b = "description: Tệp A\nkeys: []\n", "keys: []\n"
+    base = await request_policy_change(ctx, requester, [("a.yaml", old_a), ("b.yaml", old_b)])
+    await approve_change(ctx, approver, base.id)
+    in_force = await policy_number(ctx)
+    # Windows line ends and no final newline: both must survive into the diff.
+    new_a, new_c = "description: Tệp A, đã sửa\r\nkeys: []", "keys: []\n"
+    change = await request_policy_change(ctx, requester, [("a.yaml", new_a), ("c.yaml", new_c)])
+
+    details = await describe_change(ctx, approver, change.id)
+
+    assert details.policy is not None
+    diffs = {diff.name: diff for diff in details.policy.diffs}
+    assert details.requested_by_name == "Lê Văn Cường"
+    assert details.policy.base_version == in_force
+    assert details.policy.version_in_force == in_force
+    assert not details.policy.outdated
+    assert {name: diff.status for name, diff in diffs.items()} == {"a.yaml": "changed", "c.yaml": "added",
+                                                                   "b.yaml": "removed"}
+    assert patched(tmp_path, old_a, diffs["a.yaml"].diff) == new_a
+    assert patched(tmp_path, "", diffs["c.yaml"].diff) == new_c
+    assert patched(tmp_path, old_b, diffs["b.yaml"].diff) == ""
+
+
+async def test_change_details_sha256_matches_sha256sum(ctx: CoreContext, tmp_path: Path) -> None:
+    documents = [("a.yaml", "description: Chính sách của Ủy ban\r\nkeys: []"), ("b.yaml", "keys: []\n")]
+    change = await request_policy_change(ctx, await person(ctx, OFFICER_A), documents)
+
+    details = await describe_change(ctx, await person(ctx, OFFICER_B), change.id)
+
+    for name, text in documents:
+        (tmp_path / name).write_bytes(text.encode())
+    listing = subprocess.run(["sha256sum", "a.yaml", "b.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                             check=True, timeout=30).stdout
+    assert details.policy is not None
+    assert [document.text for document in details.policy.documents] == [text for _, text in documents]
+    assert "".join(f"{d.sha256}  {d.name}\n" for d in details.policy.documents) == listing
+
+
+async def test_change_details_show_outdated(ctx: CoreContext) -> None:
+    requester, approver = await person(ctx, OFFICER_A), await person(ctx, OFFICER_B)
+    first = await request_policy_change(ctx, requester, policy_documents("Bản I"))
+    second = await request_policy_change(ctx, requester, policy_documents("Bản K"))
+    await approve_change(ctx, approver, first.id)
+
+    details = await describe_change(ctx, approver, second.id)
+
+    assert details.policy is not None
+    assert details.policy.outdated
+    assert details.policy.version_in_force == details.policy.base_version + 1  # type: ignore[operator]
+
+
+async def test_change_details_of_key_destruction(ctx: CoreContext, ca: Authorities, hsm: Hsm) -> None:  # noqa: F811
+    key, credential = await imported(ctx, ca)
+    await keys.set_credential_enabled(ctx, await person(ctx, OFFICER_A), credential.id, False)
+    change = await request_key_destruction(ctx, await person(ctx, OFFICER_A), key.id)
+
+    details = await describe_change(ctx, await person(ctx, OFFICER_B), change.id)
+
+    certificate = x509.load_der_x509_certificate(credential.certificate_der)
+    assert details.policy is None
+    assert details.key is not None
+    assert details.key == KeyDestructionDetails(
+        key_id=key.id, key_label=key.key_label, key_id_hex=key.key_id_hex, state=keys.ACTIVE,
+        credential_id=credential.id, cert_serial_hex=details.key.cert_serial_hex)
+    assert int(details.key.cert_serial_hex or "", 16) == certificate.serial_number
+    assert hsm.public_key(bytes.fromhex(details.key.key_id_hex)) == key.public_key_der
+
+
+async def test_change_details_need_security_officer(ctx: CoreContext) -> None:
+    change = await request_policy_change(ctx, await person(ctx, OFFICER_A), policy_documents("Bản L"))
+
+    with pytest.raises(RoleRequired):
+        await describe_change(ctx, await person(ctx, AUDITOR), change.id)
+
+
+@pytest.mark.parametrize("name", [
+    "../province.yaml", "so/province.yaml", " province.yaml", "province\x1b[31m.yaml", "province.yaml\n",
+    "province.yml", ".province.yaml", "-province.yaml", "tỉnh.yaml", "p" * 101 + ".yaml", "",
+])
+async def test_policy_file_name_rejected(ctx: CoreContext, name: str) -> None:
+    officer = await person(ctx, OFFICER_A)
+    before = len(await list_changes(ctx, officer))
+
+    with pytest.raises(InvalidInput) as raised:
+        await request_policy_change(ctx, officer, [("ok.yaml", "keys: []\n"), (name, "keys: []\n")])
+
+    assert raised.value.code == "field_invalid"
+    assert raised.value.params["field"] == "documents[1].name"
+    assert repr(name) in raised.value.params["reason"]
+    assert len(await list_changes(ctx, officer)) == before
+
+
+@pytest.mark.parametrize("name", ["province.yaml", "A_b-c.2026.yaml", "p" * 100 + ".yaml", "0.yaml"])
+async def test_policy_file_name_accepted(ctx: CoreContext, name: str) -> None:
+    parsed = await check_policy_change(ctx, await person(ctx, OFFICER_A), [(name, "keys: []\n")])
+
+    assert parsed.credential_ids() == set()
+
+
+async def test_policy_check_rejects_bad_name(ctx: CoreContext) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        await check_policy_change(ctx, await person(ctx, OFFICER_A), [("a/b.yaml", "keys: []\n")])
+
+    assert raised.value.code == "field_invalid"
+    assert "'a/b.yaml'" in raised.value.params["reason"]
+
+
+def test_policy_set_size_limit_boundary() -> None:
+    check_policy_input([("a.yaml", "#" * (MAX_POLICY_SET_BYTES - 10)), ("b.yaml", "#" * 10)])
+
+    with pytest.raises(PolicyTooLarge) as raised:
+        check_policy_input([("a.yaml", "#" * (MAX_POLICY_SET_BYTES - 10)), ("b.yaml", "#" * 11)])
+
+    assert MAX_POLICY_SET_BYTES == 1024 * 1024
+    assert raised.value.params == {"size": MAX_POLICY_SET_BYTES + 1, "limit": MAX_POLICY_SET_BYTES}
+
+
+async def test_policy_set_over_limit_in_bytes_rejected(ctx: CoreContext) -> None:
+    # "ư" is two bytes in UTF-8, so these texts are under the limit in characters and over it in bytes.
+    text = "keys: []\n# " + "ư" * (MAX_POLICY_SET_BYTES // 4)
+    documents = [("a.yaml", text), ("b.yaml", text)]
+    officer = await person(ctx, OFFICER_A)
+    before = len(await list_changes(ctx, officer))
+
+    with pytest.raises(PolicyTooLarge) as raised:
+        await request_policy_change(ctx, officer, documents)
+
+    assert sum(len(text) for _, text in documents) < MAX_POLICY_SET_BYTES
+    assert raised.value.code == "policy_too_large"
+    assert raised.value.params["size"] == 2 * len(text.encode("utf-8"))
+    assert len(await list_changes(ctx, officer)) == before
+
+
+async def test_policy_parse_leaves_event_loop_free(ctx: CoreContext, ca: Authorities) -> None:
+    _key, credential = await imported(ctx, ca)
+    application_id = await enrolled_application(ctx)
+    rules = "".join(f"      - id: rule-{index}\n        applications: [{application_id}]\n"
+                    f"        document_types: [BN-TIEPNHAN, BN-KETQUA]\n" for index in range(1500))
+    text = (f"keys:\n  - credential: {credential.id}\n    owner: {{officials: [{OFFICIAL}]}}\n"
+            f"    rules:\n{rules}")
+    loop = asyncio.get_running_loop()
+    ticks: list[float] = []
+
+    async def tick() -> None:
+        for _ in range(6000):  # at most a minute
+            ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    started = loop.time()
+    change = await request_policy_change(ctx, await person(ctx, OFFICER_A), [("big.yaml", text)])
+    await approve_change(ctx, await person(ctx, OFFICER_B), change.id)
+    elapsed = loop.time() - started
+    ticker.cancel()
+
+    longest_gap = max(later - earlier for earlier, later in zip(ticks, ticks[1:]))
+    assert (await stored_change(ctx, change.id)).state == "applied"
+    assert elapsed > 1.0, "the policy parsed too fast to show a blocked event loop"
+    assert longest_gap < 0.5, f"the event loop stalled for {longest_gap:.2f} s"
+
+
+async def test_second_key_destruction_request_rejected(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    officer = await person(ctx, OFFICER_A)
+    first = await request_key_destruction(ctx, officer, key.id)
+
+    with pytest.raises(ChangePendingExists) as raised:
+        await request_key_destruction(ctx, await person(ctx, OFFICER_B), key.key_id_hex)
+
+    assert raised.value.code == "change_pending_exists"
+    assert raised.value.params == {"key_id": key.id, "change_id": first.id, "state": "pending"}
+
+
+async def test_key_destruction_request_after_rejection(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    officer = await person(ctx, OFFICER_A)
+    first = await request_key_destruction(ctx, officer, key.id)
+    await reject_change(ctx, await person(ctx, OFFICER_B), first.id, "Chưa đủ hồ sơ")
+
+    second = await request_key_destruction(ctx, officer, key.id)
+
+    assert second.state == "pending"
+
+
+@pytest.mark.parametrize("note", ["", "   ", "\n\t"])
+async def test_reject_blank_note_refused(ctx: CoreContext, note: str) -> None:
+    change = await request_policy_change(ctx, await person(ctx, OFFICER_A), policy_documents("Bản M"))
+
+    with pytest.raises(InvalidInput) as raised:
+        await reject_change(ctx, await person(ctx, OFFICER_B), change.id, note)
+
+    assert raised.value.code == "field_missing"
+    assert raised.value.params == {"field": "note"}
+    assert (await stored_change(ctx, change.id)).state == "pending"
+
+
+async def test_list_changes_unknown_state_rejected(ctx: CoreContext) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        await list_changes(ctx, await person(ctx, OFFICER_A), ["pending", "bogus"])
+
+    assert raised.value.code == "field_invalid"
+    assert raised.value.params["field"] == "state"
+
+
+@pytest.mark.parametrize("holder", [
+    {"common_name": "Đỗ Văn Khác"},
+    {"common_name": "Sở Tư pháp tỉnh Thử Nghiệm", "organization": "Sở Tư pháp tỉnh Thử Nghiệm"},
+])
+async def test_import_certificate_of_other_holder_rejected(ctx: CoreContext, ca: Authorities,
+                                                           holder: dict[str, str]) -> None:
+    key = await generated(ctx)
+    other = demo_pki.issue_signing_certificate(ca.issuing, key.public_key_der, replace(CERTIFICATE_SUBJECT, **holder))
+
+    with pytest.raises(CertificateHolderMismatch) as raised:
+        await keys.import_certificate(ctx, await person(ctx, OFFICER_A), key.id, other.public_bytes(Encoding.PEM),
+                                      ca.chain_pem(), new_credential=personal())
+
+    assert raised.value.params["holder"] == holder["common_name"]
+    assert (await stored_key(ctx, key)).state == keys.GENERATED

@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyotp
 import pytest
 import requests
 
@@ -198,21 +200,94 @@ def test_audit_list_names_invalid_parameter(policy_server: tuple[Server, dict[st
     assert f'Field "{parameter}" is invalid' in response.json()["detail"]
 
 
-def test_officer_login_needs_totp(policy_server: tuple[Server, dict[str, Any]]) -> None:
+def _audit_records(server: Server, sessions: dict[str, str], action: str) -> list[dict[str, Any]]:
+    response = requests.get(f"{server.url}/api/v1/audit", params={"limit": "5000"},
+                            headers={"Authorization": f"Bearer {sessions['auditor']}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return [record for record in response.json()["items"] if record["action"] == action]
+
+
+def test_officer_login_without_code_fails(policy_server: tuple[Server, dict[str, Any]]) -> None:
     server, credentials = policy_server
     response = _person_login(server, credentials["security_officers"][1], None)
     assert response.status_code == 401
-    assert response.json()["code"] == "login_otp_required"
+    assert response.json()["code"] == "login_failed"
+
+
+def test_admin_login_failures_look_alike(policy_server: tuple[Server, dict[str, Any]]) -> None:
+    server, credentials = policy_server
+    officer = credentials["security_officers"][1]
+    wrong_code = next(code for code in ("000000", "111111", "222222", "333333")
+                      if code not in {pyotp.TOTP(officer["totp_secret"]).at(time.time() + offset)
+                                      for offset in (-30, 0, 30)})
+    attempts = {
+        "wrong password": {"username": officer["username"], "password": "sai-mat-khau", "otp": wrong_code},
+        "missing code": {"username": officer["username"], "password": officer["password"]},
+        "wrong code": {"username": officer["username"], "password": officer["password"], "otp": wrong_code},
+        "unknown user": {"username": "khong-ton-tai", "password": officer["password"], "otp": wrong_code},
+    }
+    answers = {}
+    for name, body in attempts.items():
+        response = requests.post(f"{server.url}/api/v1/sessions", json=body, headers={"Accept-Language": "en"},
+                                 timeout=30)
+        assert response.status_code == 401, f"{name}: {response.text}"
+        answers[name] = (response.json()["code"], response.json()["detail"])
+    assert set(answers.values()) == {("login_failed", answers["wrong code"][1])}
+    assert "username, password or OTP code" in answers["wrong code"][1]
+
+
+def test_route_refusal_audited(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str]) -> None:
+    server, credentials = policy_server
+    # principal: (method, path, the person's id, their roles, the roles the route requires)
+    refused = {
+        "official": ("POST", "/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/disable",
+                     credentials["officials"][0]["id"], ["official"], ["security_officer"]),
+        "auditor": ("POST", "/api/v1/admin/keys/key-khong-ton-tai/destruction", credentials["auditors"][0]["id"],
+                    ["auditor"], ["security_officer"]),
+        "officer": ("GET", "/api/v1/audit", credentials["security_officers"][0]["id"], ["security_officer"],
+                    ["auditor"]),
+    }
+    for principal, (method, path, *_expected) in refused.items():
+        response = requests.request(method, f"{server.url}{path}", json={} if method == "POST" else None,
+                                    headers={"Authorization": f"Bearer {sessions[principal]}"}, timeout=30)
+        assert response.status_code == 403, response.text
+
+    records = _audit_records(server, sessions, "access_denied")
+    for principal, (method, path, person_id, roles, required_roles) in refused.items():
+        matching = [record for record in records if record["details"]["operation"] == f"{method} {path}"]
+        assert matching, f"no access_denied record for {principal} on {method} {path}"
+        assert matching[-1]["actor_id"] == person_id
+        assert matching[-1]["details"]["channel"] == "api"
+        assert matching[-1]["details"]["roles"] == roles
+        assert matching[-1]["details"]["required_roles"] == required_roles
+
+
+def test_unauthenticated_refusal_not_audited(policy_server: tuple[Server, dict[str, Any]],
+                                             sessions: dict[str, str]) -> None:
+    server, _credentials = policy_server
+    before = len(_audit_records(server, sessions, "access_denied"))
+    response = requests.get(f"{server.url}/api/v1/admin/officials",
+                            headers={"Authorization": f"Bearer {sessions['application']}"}, timeout=30)
+    assert response.status_code == 401, response.text
+    assert len(_audit_records(server, sessions, "access_denied")) == before
 
 
 def test_cli_audit_rejects_official(policy_server: tuple[Server, dict[str, Any]],
                                     sessions: dict[str, str]) -> None:
-    server, _credentials = policy_server
+    server, credentials = policy_server
     result = run_cli(server.home, "audit", "list", session=sessions["official"])
     assert result.returncode == 2
     assert "role_required" not in result.stderr  # people read the message, not the code
     assert "Cần vai trò: auditor" in result.stderr
     assert "Required role: auditor" in result.stderr
+
+    records = [record for record in _audit_records(server, sessions, "access_denied")
+               if record["details"]["channel"] == "cli"]
+    assert records, "the refused command left no access_denied record"
+    assert records[-1]["actor_id"] == credentials["officials"][0]["id"]
+    assert records[-1]["details"]["operation"] == "audit list"
+    assert records[-1]["details"]["required_roles"] == ["auditor"]
+    assert records[-1]["details"]["roles"] == ["official"]
 
 
 # Agency isolation
@@ -389,6 +464,10 @@ def test_policy_change_needs_second_officer(policy_server: tuple[Server, dict[st
     assert own.returncode == 2, own.stdout + own.stderr
     assert "bốn mắt" in own.stderr, own.stdout + own.stderr
     assert app_b.submit(sample_pdf, **b_request).status_code == 403
+    listed = requests.get(f"{server.url}/api/v1/admin/changes",
+                          headers={"Authorization": f"Bearer {first_session}"}, timeout=30)
+    assert listed.status_code == 200, listed.text
+    assert next(c for c in listed.json()["items"] if c["id"] == change_id)["state"] == "pending"
 
     second_session = cli_login(server.home, second, codes)
     approved = run_cli(server.home, "changes", "approve", change_id, session=second_session)
@@ -406,7 +485,14 @@ def test_policy_change_needs_second_officer(policy_server: tuple[Server, dict[st
                             and r["details"]["change_id"] == change_id)
     applied_record = next(r for r in records if r["action"] == "policy_applied"
                           and r["details"].get("change_id") == change_id)
+    refused_record = next(r for r in records if r["action"] == "four_eyes_refused"
+                          and r["details"]["change_id"] == change_id)
     assert requested_record["actor_id"] == first["id"]
+    assert requested_record["details"]["requested_by"] == first["id"]
+    assert requested_record["details"]["requested_by_name"] == first["full_name"]
+    assert refused_record["actor_id"] == first["id"]
+    assert refused_record["details"]["officer_id"] == first["id"]
+    assert refused_record["details"]["kind"] == "policy_apply"
     assert applied_record["actor_id"] == second["id"]
     assert applied_record["details"]["requested_by"] == first["id"]
     assert applied_record["details"]["approved_by"] == second["id"]
@@ -438,3 +524,110 @@ def test_rejected_apply_changes_nothing(policy_server: tuple[Server, dict[str, A
     after = requests.get(f"{server.url}/api/v1/admin/changes",
                          headers={"Authorization": f"Bearer {sessions['officer']}"}, timeout=30).json()["count"]
     assert after == before
+
+
+# Four-eyes review and input checks
+
+
+def _officer_headers(sessions: dict[str, str], principal: str = "officer") -> dict[str, str]:
+    return {"Authorization": f"Bearer {sessions[principal]}", "Accept-Language": "en"}
+
+
+def test_changes_unknown_state_rejected(policy_server: tuple[Server, dict[str, Any]],
+                                        sessions: dict[str, str]) -> None:
+    server, _credentials = policy_server
+    response = requests.get(f"{server.url}/api/v1/admin/changes", params={"state": "bogus"},
+                            headers=_officer_headers(sessions), timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "field_invalid"
+    assert 'Field "state" is invalid' in response.json()["detail"]
+
+
+def test_explanation_unknown_format_rejected(policy_server: tuple[Server, dict[str, Any]],
+                                             sessions: dict[str, str]) -> None:
+    server, _credentials = policy_server
+    response = requests.get(f"{server.url}/api/v1/admin/policies/explanation",
+                            params={"app": "app-motcua-demo", "key": "cred-seal-ubnd-mau-son", "format": "zzz"},
+                            headers=_officer_headers(sessions, "auditor"), timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "field_invalid"
+    assert 'Field "format" is invalid' in response.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["../province.yaml", "province\x1b[2J.yaml", " province.yaml"])
+def test_policy_check_rejects_file_name(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str],
+                                        name: str) -> None:
+    server, _credentials = policy_server
+    response = requests.post(f"{server.url}/api/v1/admin/policies/check",
+                             json={"documents": [{"name": name, "text": A_POLICY + B_SEAL_CLOSED}]},
+                             headers=_officer_headers(sessions), timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "field_invalid"
+    assert repr(name) in response.json()["detail"]
+    assert "\x1b" not in response.json()["detail"]
+
+
+def test_cli_policy_check_rejects_file_name(policy_server: tuple[Server, dict[str, Any]], tmp_path: Path) -> None:
+    server, _credentials = policy_server
+    path = tmp_path / "bản mới.yaml"
+    path.write_text(A_POLICY + B_SEAL_CLOSED, encoding="utf-8")
+    checked = run_cli(server.home, "policy", "check", str(path))
+    assert checked.returncode == 2, checked.stdout
+    assert "'bản mới.yaml'" in checked.stderr
+    assert "không hợp lệ" in checked.stderr
+
+
+def test_policy_change_shown_to_approver(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str],
+                                         tmp_path: Path) -> None:
+    server, credentials = policy_server
+    headers = _officer_headers(sessions)
+    text = (A_POLICY + B_SEAL_OPEN).replace("{daily: 2}", "{daily: 3}")
+    requested = requests.post(f"{server.url}/api/v1/admin/policies",
+                              json={"documents": [{"name": "province.yaml", "text": text}]}, headers=headers,
+                              timeout=60)
+    assert requested.status_code == 202, requested.text
+    change_id = requested.json()["id"]
+    versions = requests.get(f"{server.url}/api/v1/admin/policies", headers=headers, timeout=30).json()["items"]
+    (tmp_path / "province.yaml").write_bytes(text.encode())
+    sha256sum_line = subprocess.run(["sha256sum", "province.yaml"], cwd=tmp_path, capture_output=True, text=True,
+                                    check=True, timeout=30).stdout
+
+    shown = requests.get(f"{server.url}/api/v1/admin/changes/{change_id}", headers=headers, timeout=30)
+    assert shown.status_code == 200, shown.text
+    body = shown.json()
+    assert body["id"] == change_id
+    assert body["requested_by_name"] == credentials["security_officers"][0]["full_name"]
+    assert body["key"] is None
+    assert body["policy"]["base_version"] == versions[0]["version"]
+    assert body["policy"]["version_in_force"] == versions[0]["version"]
+    assert body["policy"]["documents"] == [{"name": "province.yaml", "text": text,
+                                            "sha256": sha256sum_line.split()[0]}]
+    assert body["policy"]["diffs"][0]["status"] == "changed"
+    diff = body["policy"]["diffs"][0]["diff"]
+    assert "-    quota: {per_application: {daily: 2}}\n+    quota: {per_application: {daily: 3}}\n" in diff
+
+    cli = run_cli(server.home, "changes", "show", change_id, session=sessions["officer"])
+    assert cli.returncode == 0, cli.stderr
+    assert sha256sum_line in cli.stdout
+    assert diff in cli.stdout
+    assert "Hãy so với `sha256sum`" in cli.stdout
+
+    blank = requests.post(f"{server.url}/api/v1/admin/changes/{change_id}/rejection", json={"note": "   "},
+                          headers=headers, timeout=30)
+    assert blank.status_code == 400, blank.text
+    assert blank.json()["code"] == "field_missing"
+    cli_blank = run_cli(server.home, "changes", "reject", change_id, "--note", " ", session=sessions["officer"])
+    assert cli_blank.returncode == 2, cli_blank.stdout
+    assert 'Thiếu trường bắt buộc "note"' in cli_blank.stderr
+    rejected = requests.post(f"{server.url}/api/v1/admin/changes/{change_id}/rejection",
+                             json={"note": "Chỉ để xem thử"}, headers=headers, timeout=30)
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["state"] == "rejected"
+
+
+def test_unknown_change_not_found(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str]) -> None:
+    server, _credentials = policy_server
+    response = requests.get(f"{server.url}/api/v1/admin/changes/chg_khong_ton_tai",
+                            headers=_officer_headers(sessions), timeout=30)
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "change_not_found"
