@@ -197,7 +197,7 @@ def _changes_show(settings: Settings, args: argparse.Namespace) -> int:
     if change.decided_by:
         print(f"Người quyết định (decided by): {change.decided_by} — {details.decided_by_name}")
     if change.decision_note:
-        print(f"Ghi chú (note): {change.decision_note}")
+        print(f"Ghi chú (note): {_visible(change.decision_note)}")
     if details.policy is not None:
         _print_policy_change(details)
     if details.key is not None:
@@ -245,7 +245,19 @@ def _print_policy_change(details: ChangeDetails) -> None:
     for diff in policy.diffs:
         print(f"{diff.name}: {_DIFF_STATUS_NAMES[diff.status]} ({diff.status})")
         if diff.diff:
-            sys.stdout.write(diff.diff)
+            sys.stdout.write(_visible(diff.diff, keep_newlines=True))
+
+
+def _visible(text: str, *, keep_newlines: bool = False) -> str:
+    """Return ``text`` with control and bidirectional characters escaped, so that a terminal shows every one."""
+    def escape(character: str) -> str:
+        if keep_newlines and character == "\n":
+            return character
+        if character == "\t" or (unicodedata.category(character) not in ("Cc", "Cf") and character.isprintable()):
+            return character
+        return f"\\u{ord(character):04x}"
+
+    return "".join(escape(character) for character in text)
 
 
 _DIFF_STATUS_NAMES = {"added": "thêm mới", "removed": "bị bỏ", "changed": "thay đổi", "unchanged": "không đổi"}

@@ -355,3 +355,23 @@ def test_csc_refuses_lone_surrogate(client: Client) -> None:
                              headers={**client.app_headers(), "Content-Type": "application/json"}, timeout=30)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
+
+
+# Header bytes that are not UTF-8 reach the service as lone surrogates; they must be refused, not crash it.
+
+
+def test_non_ascii_api_key_unauthenticated(client: Client) -> None:
+    response = requests.get(f"{client.url}/api/v1/credentials", headers={"Authorization": b"Bearer ssk_\xff\xfe"},
+                            timeout=30)
+    assert_problem(response, 401, "unauthenticated")
+
+
+def test_non_utf8_idempotency_key_refused(client: Client, sample_pdf: Path) -> None:
+    metadata = {"dossier_code": "000.00.01.H01-261205-0002", "title": "Tờ khai", "signer":
+                client.official(0)["credential_id"]}
+    files = {"metadata": (None, json.dumps(metadata, ensure_ascii=False), "application/json"),
+             "document": ("document.pdf", sample_pdf.read_bytes(), "application/pdf")}
+    response = requests.post(f"{client.url}/api/v1/sign-requests", files=files,
+                             headers={**client.app_headers(), "Idempotency-Key": b"key-\xff\xfe"}, timeout=60)
+    body = assert_problem(response, 400, "field_invalid")
+    assert "Idempotency-Key" in body["detail"]

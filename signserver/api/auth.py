@@ -18,9 +18,10 @@ __all__ = ["require_application", "require_official", "require_person", "bearer_
 
 
 def bearer_token(request: web.Request) -> str | None:
+    """Return the bearer token, or None; a token with non-ASCII bytes is none of ours and counts as missing."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() == "bearer" and value.strip() and value.isascii():
         return value.strip()
     return None
 
@@ -28,6 +29,8 @@ def bearer_token(request: web.Request) -> str | None:
 async def require_application(request: web.Request) -> Application:
     authenticator: Authenticator = request.app["authenticator"]
     token = bearer_token(request) or request.headers.get("X-API-Key")
+    if token and not token.isascii():
+        raise AuthenticationFailed()
     if token and not token.startswith(SESSION_TOKEN_PREFIX):
         return await authenticator.application_by_api_key(token)
 

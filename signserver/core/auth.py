@@ -139,8 +139,8 @@ class Authenticator:
                 await append_audit(tx, action="official_login_failed",
                                    actor_type=audit_actor_type(official) if official else "official",
                                    actor_id=official.id if official else "unknown",
-                                   details={"username": username[:128], "channel": channel, "reason": reason,
-                                            **details}, now=now)
+                                   details={**_attempted_username(official, username), "channel": channel,
+                                            "reason": reason, **details}, now=now)
 
         if reason is not None:
             log.info("official.login_failed", official_id=official.id if official else None, channel=channel,
@@ -198,3 +198,15 @@ class Authenticator:
     async def logout_official(self, token: str) -> None:
         async with self.store.transaction() as tx:
             await tx.delete_session(sha256_hex(token))
+
+
+def _attempted_username(official: Official | None, username: str) -> dict[str, str]:
+    """Name the account of a failed login in the audit trail.
+
+    A known username is recorded as it is. An unknown one is recorded only as
+    a SHA-256 prefix, because people type their password into the username
+    field, and the trail can never be edited.
+    """
+    if official is not None:
+        return {"username": official.username}
+    return {"username_sha256": sha256_hex(username.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))[:16]}

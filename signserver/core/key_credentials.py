@@ -15,6 +15,7 @@ from signserver.errors import InvalidInput
 from signserver.store.db import Transaction
 
 from .key_errors import (
+    CredentialApproverOtherAgency,
     CredentialExists,
     CredentialIdInvalid,
     CredentialKindInvalid,
@@ -104,6 +105,7 @@ async def check_new_credential(tx: Transaction, new: NewCredential) -> dict[str,
         if not new.approver_official_id:
             raise InvalidInput("field_missing", field="approver_official_id")
         await _check_official(tx, "approver_official_id", new.approver_official_id, SEAL_HOLDER)
+        await _check_same_agency(tx, new.approver_official_id, _text(new.agency))
         owner, approver = None, new.approver_official_id
 
     return {
@@ -123,6 +125,13 @@ async def _check_official(tx: Transaction, field: str, official_id: str, role: s
         raise CredentialOfficialNotFound(field=field, official_id=official_id)
     if role not in official.role_set:
         raise CredentialOfficialRoleMissing(field=field, official_id=official_id, role=role)
+
+
+async def _check_same_agency(tx: Transaction, official_id: str, agency: str) -> None:
+    """A seal is approved by a văn thư of its own agency; raise CredentialApproverOtherAgency otherwise."""
+    official = await tx.official(official_id)
+    if agency and official is not None and _text(official.agency).casefold() != agency.casefold():
+        raise CredentialApproverOtherAgency(official_id=official_id, official_agency=official.agency, agency=agency)
 
 
 def _text(value: str | None) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "ImportTargetInvalid",
     "RotationHolderChanged",
     "CertificateHolderMismatch",
+    "CredentialApproverOtherAgency",
 ]
 
 
@@ -150,3 +151,9 @@ class CertificateHolderMismatch(Conflict):
     """A new credential's certificate names someone else. Params: ``credential_id``, ``holder``, ``expected``."""
 
     code = "certificate_holder_mismatch"
+
+
+class CredentialApproverOtherAgency(InvalidInput):
+    """A seal's approver works for another agency. Params: ``official_id``, ``official_agency``, ``agency``."""
+
+    code = "credential_approver_other_agency"

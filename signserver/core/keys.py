@@ -369,6 +369,10 @@ async def _check_new_holder(tx: Transaction, values: dict[str, Any], certificate
         expected = str(values["agency"] or values["display_name"])
         names = (_holder_values(certificate.subject, NameOID.COMMON_NAME)
                  + _holder_values(certificate.subject, NameOID.ORGANIZATION_NAME))
+        # A person's identity number makes it a personal certificate, whatever its O says.
+        if any(uid.startswith(PERSONAL_IDENTIFIER_PREFIXES)
+               for uid in _holder_values(certificate.subject, NameOID.USER_ID)):
+            names = []
     if unicodedata.normalize("NFC", expected).casefold() not in names:
         holder = ", ".join(str(item.value) for item in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
         raise CertificateHolderMismatch(credential_id=values["id"], holder=holder, expected=expected)
@@ -395,6 +399,10 @@ async def _switch_credential_key(tx: Transaction, credential_id: str, checked: C
 
 def _holder_values(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
     return sorted(unicodedata.normalize("NFC", str(item.value)).casefold() for item in name.get_attributes_for_oid(oid))
+
+
+# UID prefixes of a person's identity documents (citizen id, old id card, passport), lowercase as compared.
+PERSONAL_IDENTIFIER_PREFIXES = ("cccd:", "cmnd:", "hc:")
 
 
 def _check_same_holder(credential: Credential, new_certificate: x509.Certificate) -> None:

@@ -158,6 +158,25 @@ def check_policy_input(documents: Sequence[tuple[str, str]]) -> None:
     size = sum(len(text.encode("utf-8")) for _name, text in documents)
     if size > MAX_POLICY_SET_BYTES:
         raise PolicyTooLarge(size=size, limit=MAX_POLICY_SET_BYTES)
+    for index, (name, text) in enumerate(documents):
+        _check_policy_text(index, name, text)
+
+
+# Characters a terminal acts on instead of showing: C0 and C1 controls other than tab and line feed (a carriage
+# return is allowed only before a line feed), and the Unicode bidirectional controls that reorder what is shown.
+# A policy containing one could look different to the approving officer from what it is.
+_HIDDEN_CHARACTER = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_policy_text(index: int, name: str, text: str) -> None:
+    """Reject a policy text with a character that would hide or reorder what the approver reads."""
+    found = _HIDDEN_CHARACTER.search(text.replace("\r\n", "\n"))
+    if found is None:
+        return
+    line = text.replace("\r\n", "\n")[:found.start()].count("\n") + 1
+    raise InvalidInput("field_invalid", field=f"documents[{index}].text",
+                       reason=f"{name} line {line} contains U+{ord(found.group()):04X}, a control or bidirectional "
+                              "character that a terminal would not show as it is; remove it")
 
 
 def parse_date_time(value: str) -> datetime:

@@ -209,6 +209,11 @@ def _clean_text(name: str, value: str, max_length: int) -> str:
     NFC matters because the same Vietnamese word can arrive composed or
     decomposed, and dossier codes and names are compared and searched as stored.
     """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # Header bytes that are not UTF-8 reach here as lone surrogates.
+        raise InvalidInput("field_invalid", field=name, reason="is not UTF-8 text") from None
     value = unicodedata.normalize("NFC", value.strip())
     if len(value) > max_length:
         raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")

@@ -47,9 +47,10 @@ from signserver.core.changes import (
 )
 from signserver.core.context import CoreContext
 from signserver.core.errors import RoleRequired
-from signserver.core.key_credentials import CredentialApproverNotOwner, CredentialOwnerNotAllowed
+from signserver.core.key_credentials import CredentialApproverNotOwner, CredentialOwnerNotAllowed, check_new_credential
 from signserver.core.key_errors import (
     CertificateHolderMismatch,
+    CredentialApproverOtherAgency,
     CertificateInvalid,
     CertificateKeyMismatch,
     CertificateKeyUsage,
@@ -546,12 +547,41 @@ async def test_import_seal_credential(ctx: CoreContext, ca: Authorities) -> None
     new = keys.NewCredential(id=f"cred-seal-{secrets.token_hex(4)}", kind="seal", display_name=AGENCY,
                              approver_official_id=SEAL_HOLDER, agency=AGENCY)
 
-    credential = await keys.import_certificate(ctx, await person(ctx, OFFICER_A), key.id, issue(ca, key),
-                                               ca.chain_pem(), new_credential=new)
+    seal_subject = demo_pki.SubjectSpec(common_name=AGENCY, organization=AGENCY, user_id="MST:0100000001")
+    certificate = demo_pki.issue_signing_certificate(ca.issuing, key.public_key_der, seal_subject)
+
+    credential = await keys.import_certificate(ctx, await person(ctx, OFFICER_A), key.id,
+                                               certificate.public_bytes(Encoding.PEM), ca.chain_pem(),
+                                               new_credential=new)
 
     assert credential.kind == "seal"
     assert credential.owner_official_id is None
     assert credential.approver_official_id == SEAL_HOLDER
+
+
+async def test_import_personal_certificate_as_seal_rejected(ctx: CoreContext, ca: Authorities) -> None:
+    key = await generated(ctx)
+    new = keys.NewCredential(id=f"cred-seal-{secrets.token_hex(4)}", kind="seal", display_name=AGENCY,
+                             approver_official_id=SEAL_HOLDER, agency=AGENCY)
+
+    # CERTIFICATE_SUBJECT has the agency as O but a citizen id (CCCD) as UID: a person's certificate.
+    with pytest.raises(CertificateHolderMismatch):
+        await keys.import_certificate(ctx, await person(ctx, OFFICER_A), key.id, issue(ca, key), ca.chain_pem(),
+                                      new_credential=new)
+
+    assert (await stored_key(ctx, key)).state == keys.GENERATED
+
+
+async def test_import_seal_approved_by_other_agency_rejected(ctx: CoreContext) -> None:
+    key = await generated(ctx)
+    new = keys.NewCredential(id=f"cred-seal-{secrets.token_hex(4)}", kind="seal", display_name="Sở Tư pháp",
+                             approver_official_id=SEAL_HOLDER, agency="Sở Tư pháp tỉnh Thử Nghiệm")
+
+    with pytest.raises(CredentialApproverOtherAgency):
+        async with ctx.store.transaction() as tx:
+            await check_new_credential(tx, new)
+
+    assert (await stored_key(ctx, key)).state == keys.GENERATED
 
 
 async def test_import_other_key_certificate_rejected(ctx: CoreContext, ca: Authorities) -> None:

@@ -28,7 +28,9 @@ from signserver.core.policy import (
     parse_policy_documents,
     read_policy_dir,
 )
+from signserver.core.policy_files import check_policy_input
 from signserver.core.quotas import QuotaCounter, QuotaUsage
+from signserver.errors import InvalidInput
 from signserver.i18n import message
 
 NOW = datetime(2026, 12, 5, 3, 0, tzinfo=timezone.utc)  # 10:00 in Vietnam
@@ -873,3 +875,24 @@ def test_explain_to_json_serializable(policies: PolicySet) -> None:
 def test_explain_unknown_language(policies: PolicySet) -> None:
     with pytest.raises(ValueError):
         policies.explain(query(), NOW).lines("fr")
+
+
+# Characters that a terminal acts on would let a policy look different to the approving officer.
+
+
+@pytest.mark.parametrize(("text", "line", "character"), [
+    ("keys: []\n        approval: none\r                  \n", 2, "U+000D"),
+    ("description: a\n# \u202egnihton\n", 2, "U+202E"),
+    ("description: \x1b[2Ka\n", 1, "U+001B"),
+])
+def test_policy_text_with_hidden_character_rejected(text: str, line: int, character: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        check_policy_input([("province.yaml", text)])
+
+    assert raised.value.code == "field_invalid"
+    assert raised.value.params["field"] == "documents[0].text"
+    assert f"province.yaml line {line} contains {character}" in raised.value.params["reason"]
+
+
+def test_policy_text_with_crlf_and_tabs_accepted() -> None:
+    check_policy_input([("province.yaml", "description: a\r\n\t# tab\r\n")])

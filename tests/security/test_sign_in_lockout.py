@@ -7,6 +7,7 @@ stored, at that same ``now``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -176,7 +177,9 @@ async def test_unknown_user_login_audited(sign_in: SignIn) -> None:
     records = await sign_in.records("official_login_failed", "unknown")
     assert len(records) == 1
     assert details(records[0])["reason"] == "unknown_user"
-    assert details(records[0])["username"] == "khong-ton-tai"
+    # A password typed into the username field must not land in the trail, which can never be edited.
+    assert "username" not in details(records[0])
+    assert details(records[0])["username_sha256"] == hashlib.sha256(b"khong-ton-tai").hexdigest()[:16]
 
 
 # Administrative accounts
