@@ -17,7 +17,6 @@ a large policy set takes seconds to parse.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,7 +33,7 @@ from .context import CoreContext, new_id
 from .keys import check_destroyable, destroy_key, find_key
 from .policy import PolicySet, documents_digest, parse_policy_documents
 from .policy_files import check_policy_input
-from .policy_versions import insert_policy_version, known_names
+from .policy_versions import insert_policy_version, known_names, parse_off_loop
 from .refusals import commit_four_eyes_refusal
 from .roles import SECURITY_OFFICER, require_role
 
@@ -118,7 +117,7 @@ async def _validate_policy(ctx: CoreContext, documents: list[tuple[str, str]]) -
     async with ctx.store.transaction() as tx:
         known = await known_names(tx)
         in_force = await tx.current_policy_number() or 0
-    parsed = await asyncio.to_thread(parse_policy_documents, documents, known)
+    parsed = await parse_off_loop(parse_policy_documents, documents, known)
     return parsed, in_force
 
 
@@ -267,7 +266,7 @@ async def _apply_policy_change(ctx: CoreContext, officer: Official, change: Admi
         await _fail_outdated(ctx, officer, change, both, base_version, in_force)
 
     # Validated again, because a credential or application that the policy names may be gone by now.
-    await asyncio.to_thread(parse_policy_documents, documents, known)
+    await parse_off_loop(parse_policy_documents, documents, known)
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         await _pending_change(tx, ctx, change.id)

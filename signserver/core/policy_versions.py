@@ -10,10 +10,13 @@ policies gets its first version from the policy directory at start-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
@@ -30,9 +33,22 @@ from .policy import (
     read_policy_dir,
 )
 
-__all__ = ["PolicySource", "known_names", "insert_policy_version", "bootstrap_policy", "BOOTSTRAP_ACTOR"]
+__all__ = ["PolicySource", "known_names", "insert_policy_version", "bootstrap_policy", "BOOTSTRAP_ACTOR",
+           "parse_off_loop"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# One thread of its own parses policies: parallel checks of large policies then queue behind each other instead
+# of filling the default executor, which the HSM calls and PDF checks use.
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-parse")
+
+
+async def parse_off_loop(function: Callable[..., T], *args: Any) -> T:
+    """Run a policy parse in the policy thread, off the event loop."""
+    return await asyncio.get_running_loop().run_in_executor(_PARSER, functools.partial(function, *args))
+
 
 # Author and approver of a first version taken from the policy directory at initialisation.
 BOOTSTRAP_ACTOR = "signserver-init"
@@ -73,7 +89,7 @@ class PolicySource:
             # for a policy set near MAX_POLICY_SET_BYTES. It happens once per version and process.
             stored = await tx.policy_version(number)
             assert stored is not None
-            cached = self._cache[number] = await asyncio.to_thread(_parse_stored, stored)
+            cached = self._cache[number] = await parse_off_loop(_parse_stored, stored)
         return cached
 
 

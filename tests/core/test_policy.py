@@ -3,8 +3,10 @@ isolation between agencies, and explanations in Vietnamese and English."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from signserver.core.policy import (
     read_policy_dir,
 )
 from signserver.core.policy_files import check_policy_input
+from signserver.core.policy_versions import parse_off_loop
 from signserver.core.quotas import QuotaCounter, QuotaUsage
 from signserver.errors import InvalidInput
 from signserver.i18n import message
@@ -896,3 +899,17 @@ def test_policy_text_with_hidden_character_rejected(text: str, line: int, charac
 
 def test_policy_text_with_crlf_and_tabs_accepted() -> None:
     check_policy_input([("province.yaml", "description: a\r\n\t# tab\r\n")])
+
+
+async def test_policy_parses_leave_default_executor_free() -> None:
+    """More parses than the default executor has threads must not delay the HSM calls that use it."""
+    loop = asyncio.get_running_loop()
+    parses = [asyncio.ensure_future(parse_off_loop(time.sleep, 0.25)) for _ in range(12)]
+    await asyncio.sleep(0.05)
+
+    started = time.monotonic()
+    await loop.run_in_executor(None, lambda: None)
+    waited = time.monotonic() - started
+    await asyncio.gather(*parses)
+
+    assert waited < 0.1, f"a default-executor call waited {waited:.2f} s behind policy parses"
