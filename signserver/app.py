@@ -45,7 +45,10 @@ EXPIRY_SWEEP_SECONDS = 30
 
 
 def policy_source_for(_settings: Settings) -> PolicySource:
-    """The policy in force is the store's newest version; settings only name the directory used to bootstrap it."""
+    """Return the source of the policy in force, which is the store's newest version.
+
+    Settings only name the directory that the first version is read from.
+    """
     return PolicySource()
 
 

@@ -182,7 +182,7 @@ async def issue_for_csr(settings: Settings, csr_data: bytes, kind: str, days: in
 
 
 class _RequestedSubject:
-    """The CSR's subject where ``demo_pki.issue_signing_certificate`` expects a ``SubjectSpec``.
+    """Subject name of a CSR, passed where ``demo_pki.issue_signing_certificate`` expects a ``SubjectSpec``.
 
     The CA copies the requested name as it is, attribute order and string types included.
     """
@@ -195,7 +195,7 @@ class _RequestedSubject:
 
 
 def _actor_type(actor_id: str) -> str:
-    """The audit actor type: the signed-in security officer, or the demo CA itself when none is given."""
+    """Return the audit actor type: the signed-in security officer, or the demo CA itself when none is given."""
     return "system" if actor_id == ACTOR_ID else "security_officer"
 
 

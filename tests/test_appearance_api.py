@@ -292,8 +292,9 @@ def test_cli_sets_signature_image(appearance_server: tuple[Server, dict], api: C
     official_session = cli_login(server.home, credentials["officials"][0], api.otp)
     arguments = ["credentials", "set-appearance", credential_id, "--signature-image", str(image),
                  "--default", "signature"]
-    refused = run_cli(server.home, *arguments, session=official_session)
-    assert refused.returncode == 2 and "security_officer" in refused.stderr, refused.stdout + refused.stderr
+    rejected = run_cli(server.home, *arguments, session=official_session)
+    assert rejected.returncode == 2, rejected.stdout + rejected.stderr
+    assert "security_officer" in rejected.stderr
     result = run_cli(server.home, *arguments, session=officer_session)
     assert result.returncode == 0, result.stderr
     assert result.stdout.index("Đã cập nhật hình thức hiển thị") < result.stdout.index("Updated the signature")

@@ -347,10 +347,10 @@ def test_demo_ca_issue_audited(lifecycle: Lifecycle) -> None:
 
 
 def test_demo_ca_needs_security_officer(lifecycle: Lifecycle) -> None:
-    refused = lifecycle.run("issue-unsigned", "demo-ca", "issue", "--csr", str(lifecycle.files / "request.csr"),
+    rejected = lifecycle.run("issue-unsigned", "demo-ca", "issue", "--csr", str(lifecycle.files / "request.csr"),
                             "--out", str(lifecycle.files / "anyone.pem"), officer=None, expect=2)
 
-    assert "Thiếu Tên đăng nhập" in refused.stderr
+    assert "Thiếu Tên đăng nhập" in rejected.stderr
     assert not (lifecycle.files / "anyone.pem").exists()
 
 

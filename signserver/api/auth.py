@@ -18,7 +18,10 @@ __all__ = ["require_application", "require_official", "require_person", "bearer_
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """Return the bearer token, or None; a token with non-ASCII bytes is none of ours and counts as missing."""
+    """Return the bearer token, or None when there is none.
+
+    A token with non-ASCII bytes cannot be one the service issued, so it counts as missing.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip() and value.isascii():

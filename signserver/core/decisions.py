@@ -48,7 +48,7 @@ async def _decidable_request(tx: Transaction, ctx: CoreContext, official: Offici
     if request is None:
         raise RequestNotFound(request_id=request_id)
     if request.approver_official_id != official.id:
-        # Answered like an unknown id, so that an official cannot learn which ids exist in other agencies.
+        # Raised like an unknown id, so that an official cannot learn which ids exist in other agencies.
         log.info("sign_request.decision_by_other_official", request_id=request_id, official_id=official.id)
         raise RequestNotFound(request_id=request_id)
     if request.state == EXPIRED or (request.state == PENDING_APPROVAL and request.expires_at <= ctx.clock()):
@@ -119,7 +119,7 @@ async def _check_keys_enabled(tx: Transaction, requests: list[SignRequest]) -> N
 
 
 async def _check_batch_limits(tx: Transaction, ctx: CoreContext, requests: list[SignRequest]) -> None:
-    """Each key's policy may allow fewer signatures per approval than the service-wide batch size."""
+    """Raise BatchTooLarge when a key's policy allows fewer signatures per approval than the batch holds."""
     policy = await ctx.policies.current(tx)
     per_credential = Counter(request.credential_id for request in requests)
     for credential_id, count in per_credential.items():

@@ -128,7 +128,7 @@ async def _check_official(tx: Transaction, field: str, official_id: str, role: s
 
 
 async def _check_same_agency(tx: Transaction, official_id: str, agency: str) -> None:
-    """A seal is approved by a văn thư of its own agency; raise CredentialApproverOtherAgency otherwise."""
+    """Raise CredentialApproverOtherAgency unless the seal's approving văn thư works for the seal's agency."""
     official = await tx.official(official_id)
     if agency and official is not None and _text(official.agency).casefold() != agency.casefold():
         raise CredentialApproverOtherAgency(official_id=official_id, official_agency=official.agency, agency=agency)

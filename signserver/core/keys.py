@@ -369,7 +369,7 @@ async def _check_new_holder(tx: Transaction, values: dict[str, Any], certificate
         expected = str(values["agency"] or values["display_name"])
         names = (_holder_values(certificate.subject, NameOID.COMMON_NAME)
                  + _holder_values(certificate.subject, NameOID.ORGANIZATION_NAME))
-        # A person's identity number makes it a personal certificate, whatever its O says.
+        # A person's identity number makes it a personal certificate, whatever its O attribute contains.
         if any(uid.startswith(PERSONAL_IDENTIFIER_PREFIXES)
                for uid in _holder_values(certificate.subject, NameOID.USER_ID)):
             names = []

@@ -92,7 +92,7 @@ class Transaction:
 
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        """A nested transaction: an exception inside undoes only what was done inside."""
+        """Open a nested transaction: an exception inside undoes only what was done inside."""
         async with self.connection.begin_nested():
             yield
 

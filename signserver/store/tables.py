@@ -277,9 +277,9 @@ csc_sad_hashes = Table(
 
 # The inventory of signing key pairs in the HSM, so that listing keys never
 # walks the token. A key is "generated" until its certificate is imported,
-# then "active" as the key of one credential; rotation makes the previous key
-# "retired" (kept, with its certificate, for validation), and a destroyed
-# key keeps its row as the record of what existed.
+# then "active" as the key of one credential. Rotation makes the previous key
+# "retired", kept with its certificate for validation. A destroyed key keeps
+# its row as the record of what existed.
 hsm_keys = Table(
     "hsm_keys",
     metadata,

@@ -1,4 +1,4 @@
-"""`changes show` escapes what a terminal would act on, so the approving officer sees every character."""
+"""`changes show` escapes what a terminal would act on, so the approving officer can read every character."""
 
 from __future__ import annotations
 

@@ -239,7 +239,7 @@ def test_admin_login_failures_look_alike(policy_server: tuple[Server, dict[str, 
 def test_route_refusal_audited(policy_server: tuple[Server, dict[str, Any]], sessions: dict[str, str]) -> None:
     server, credentials = policy_server
     # principal: (method, path, the person's id, their roles, the roles the route requires)
-    refused = {
+    rejected = {
         "official": ("POST", "/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/disable",
                      credentials["officials"][0]["id"], ["official"], ["security_officer"]),
         "auditor": ("POST", "/api/v1/admin/keys/key-khong-ton-tai/destruction", credentials["auditors"][0]["id"],
@@ -247,13 +247,13 @@ def test_route_refusal_audited(policy_server: tuple[Server, dict[str, Any]], ses
         "officer": ("GET", "/api/v1/audit", credentials["security_officers"][0]["id"], ["security_officer"],
                     ["auditor"]),
     }
-    for principal, (method, path, *_expected) in refused.items():
+    for principal, (method, path, *_expected) in rejected.items():
         response = requests.request(method, f"{server.url}{path}", json={} if method == "POST" else None,
                                     headers={"Authorization": f"Bearer {sessions[principal]}"}, timeout=30)
         assert response.status_code == 403, response.text
 
     records = _audit_records(server, sessions, "access_denied")
-    for principal, (method, path, person_id, roles, required_roles) in refused.items():
+    for principal, (method, path, person_id, roles, required_roles) in rejected.items():
         matching = [record for record in records if record["details"]["operation"] == f"{method} {path}"]
         assert matching, f"no access_denied record for {principal} on {method} {path}"
         assert matching[-1]["actor_id"] == person_id
@@ -389,9 +389,9 @@ def test_disabled_key_rejected_then_signs(app_a: Client, sessions: dict[str, str
     disabled = requests.post(f"{app_a.url}/api/v1/admin/credentials/cred-tran-thi-bich-ngoc/disable",
                              headers=officer, timeout=30)
     assert disabled.status_code == 200, disabled.text
-    refused = app_a.submit(sample_pdf, signer="cred-tran-thi-bich-ngoc", language="en")
-    assert refused.status_code == 403, refused.text
-    assert refused.json()["code"] == "key_disabled"
+    rejected = app_a.submit(sample_pdf, signer="cred-tran-thi-bich-ngoc", language="en")
+    assert rejected.status_code == 403, rejected.text
+    assert rejected.json()["code"] == "key_disabled"
     code = app_a.otp.next(ngoc["totp_secret"])
     not_approved = app_a.approve(sessions["official"], [waiting.json()["id"]], code)
     assert not_approved.status_code == 403, not_approved.text
@@ -485,14 +485,14 @@ def test_policy_change_needs_second_officer(policy_server: tuple[Server, dict[st
                             and r["details"]["change_id"] == change_id)
     applied_record = next(r for r in records if r["action"] == "policy_applied"
                           and r["details"].get("change_id") == change_id)
-    refused_record = next(r for r in records if r["action"] == "four_eyes_refused"
+    rejection_record = next(r for r in records if r["action"] == "four_eyes_refused"
                           and r["details"]["change_id"] == change_id)
     assert requested_record["actor_id"] == first["id"]
     assert requested_record["details"]["requested_by"] == first["id"]
     assert requested_record["details"]["requested_by_name"] == first["full_name"]
-    assert refused_record["actor_id"] == first["id"]
-    assert refused_record["details"]["officer_id"] == first["id"]
-    assert refused_record["details"]["kind"] == "policy_apply"
+    assert rejection_record["actor_id"] == first["id"]
+    assert rejection_record["details"]["officer_id"] == first["id"]
+    assert rejection_record["details"]["kind"] == "policy_apply"
     assert applied_record["actor_id"] == second["id"]
     assert applied_record["details"]["requested_by"] == first["id"]
     assert applied_record["details"]["approved_by"] == second["id"]
@@ -592,9 +592,9 @@ def test_policy_change_shown_to_approver(policy_server: tuple[Server, dict[str, 
     sha256sum_line = subprocess.run(["sha256sum", "province.yaml"], cwd=tmp_path, capture_output=True, text=True,
                                     check=True, timeout=30).stdout
 
-    shown = requests.get(f"{server.url}/api/v1/admin/changes/{change_id}", headers=headers, timeout=30)
-    assert shown.status_code == 200, shown.text
-    body = shown.json()
+    details_response = requests.get(f"{server.url}/api/v1/admin/changes/{change_id}", headers=headers, timeout=30)
+    assert details_response.status_code == 200, details_response.text
+    body = details_response.json()
     assert body["id"] == change_id
     assert body["requested_by_name"] == credentials["security_officers"][0]["full_name"]
     assert body["key"] is None
