@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from signserver.api import demo_ca as demo_ca_routes
 from signserver.api import admin, officials, operations, sign_requests
 from signserver.api.validations import setup_validations
 from signserver.api.problems import error_middleware
+from signserver.cli_output import say
 from signserver.config import Settings
 from signserver.csc import routes as csc_routes
 from signserver.core.auth import Authenticator
@@ -36,8 +40,9 @@ from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
 from signserver.signing.tsa_client import FailoverTimeStamper
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
+from signserver.workers import WorkerRole
 
-__all__ = ["build_app", "build_core_context", "open_hsm", "load_trust_roots", "run"]
+__all__ = ["build_app", "build_core_context", "open_hsm", "load_trust_roots", "run", "run_serving"]
 
 log = structlog.get_logger(__name__)
 
@@ -158,11 +163,14 @@ def build_core_context(settings: Settings, token: hsm.Hsm, store: Store, trust_r
     )
 
 
-async def build_app(settings: Settings) -> web.Application:
+async def build_app(settings: Settings, role: WorkerRole | None = None) -> web.Application:
     # A missing or unusable stamp font would fail every visible signature: stop here instead.
     stamp_font_path()
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, upgrade_to_head, settings.database_url)
+    role = role or WorkerRole()
+    if role.recover:
+        # Several workers: the supervisor upgraded the database before starting any of them.
+        await loop.run_in_executor(None, upgrade_to_head, settings.database_url)
     token = await loop.run_in_executor(None, open_hsm, settings)
     store = Store(settings.database_url)
     trust_roots = load_trust_roots(settings.trust_roots_file, settings.trust_anchors_dir)
@@ -176,6 +184,7 @@ async def build_app(settings: Settings) -> web.Application:
 
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + 65536)
     app["settings"] = settings
+    app["worker_role"] = role
     app["hsm"] = token
     app["store"] = store
     app["core"] = ctx
@@ -199,18 +208,26 @@ async def build_app(settings: Settings) -> web.Application:
 
 async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     ctx: CoreContext = app["core"]
+    role: WorkerRole = app["worker_role"]
     queue: SigningQueue = app["signing_queue"]
-    failed, waiting = await recover_interrupted_requests(ctx)
-    if failed:
-        log.warning("startup.interrupted_requests_failed", count=failed)
+    waiting: list[str] = []
+    if role.recover:
+        failed, waiting = await recover_interrupted_requests(ctx)
+        if failed:
+            log.warning("startup.interrupted_requests_failed", count=failed)
     queue.start()
     for request_id in waiting:
         queue.submit(request_id)
-    sweeper = asyncio.create_task(_expiry_sweeper(ctx), name="expiry-sweeper")
-    log.info("signserver.started", host=ctx.settings.host, port=ctx.settings.port, resumed=len(waiting))
+    sweeper = asyncio.create_task(_expiry_sweeper(ctx), name="expiry-sweeper") if role.sweep else None
+    log.info("signserver.started", host=ctx.settings.host, port=ctx.settings.port, resumed=len(waiting),
+             worker=role.index, pid=os.getpid())
+    if role.ready_fd is not None:
+        os.write(role.ready_fd, b"1")
+        os.close(role.ready_fd)
     yield
     log.info("signserver.stopping")
-    sweeper.cancel()
+    if sweeper is not None:
+        sweeper.cancel()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(queue.drain(), timeout=60)
     await queue.stop()
@@ -220,9 +237,35 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     log.info("signserver.stopped")
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, role: WorkerRole | None = None, sock: socket.socket | None = None) -> None:
+    """Serve until SIGTERM or SIGINT: on ``sock`` when given (a worker), else on the configured host and port."""
     async def make() -> web.Application:
-        return await build_app(settings)
+        return await build_app(settings, role)
 
-    web.run_app(make(), host=settings.host, port=settings.port, print=None, access_log=None,
-                shutdown_timeout=60)
+    if sock is not None:
+        # One connection per accept call: see signserver.workers.SharedListener.
+        web.run_app(make(), sock=sock, backlog=1, print=None, access_log=None, shutdown_timeout=60)
+    else:
+        web.run_app(make(), host=settings.host, port=settings.port, print=None, access_log=None,
+                    shutdown_timeout=60)
+
+
+def run_serving(settings: Settings, role: WorkerRole | None = None, sock: socket.socket | None = None) -> int:
+    """Serve as :func:`run` does; return the exit code, 1 with a bilingual message when the service cannot start."""
+    try:
+        run(settings, role, sock)
+    except hsm.AmbiguousTokenError as exc:
+        say(f"Không khởi động: token HSM có các đối tượng trùng nhãn hoặc trùng CKA_ID, không biết dùng khóa nào. "
+            f"Hãy xóa hoặc đổi nhãn các đối tượng thừa rồi chạy lại.\n  {exc}",
+            "Not started: the HSM token has objects sharing a label or CKA_ID, so a key lookup would be "
+            "ambiguous. Remove or relabel the extra objects, then start again.", stream=sys.stderr)
+        return 1
+    except OSError as exc:
+        say_port_taken(settings, exc)
+        return 1
+    return 0
+
+
+def say_port_taken(settings: Settings, exc: OSError) -> None:
+    say(f"Không mở được cổng {settings.host}:{settings.port}: {exc}. Hãy đặt SIGNSERVER_PORT khác.",
+        f"Cannot listen on {settings.host}:{settings.port}: {exc}. Set another SIGNSERVER_PORT.", stream=sys.stderr)

@@ -52,8 +52,7 @@ def _cmd_init(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
-    from hsm import AmbiguousTokenError
-    from signserver.app import run
+    from signserver.app import run_serving
 
     if not settings.initialized_marker.exists():
         _say("Chưa khởi tạo; hãy chạy `signserver init` trước.", "Not initialised; run `signserver init` first.",
@@ -73,20 +72,11 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
             f"  API: {url}/openapi.json   Dừng / stop: Ctrl+C",
             flush=True,
         )
-    try:
-        run(settings)
-    except AmbiguousTokenError as exc:
-        _say(f"Không khởi động: token HSM có các đối tượng trùng nhãn hoặc trùng CKA_ID, không biết dùng khóa nào. "
-             f"Hãy xóa hoặc đổi nhãn các đối tượng thừa rồi chạy lại.\n  {exc}",
-             "Not started: the HSM token has objects sharing a label or CKA_ID, so a key lookup would be "
-             "ambiguous. Remove or relabel the extra objects, then start again.", stream=sys.stderr)
-        return 1
-    except OSError as exc:
-        _say(f"Không mở được cổng {settings.host}:{settings.port}: {exc}. Hãy đặt SIGNSERVER_PORT khác.",
-             f"Cannot listen on {settings.host}:{settings.port}: {exc}. Set another SIGNSERVER_PORT.",
-             stream=sys.stderr)
-        return 1
-    return 0
+    if settings.workers > 1:
+        from signserver.workers import serve_with_workers
+
+        return serve_with_workers(settings)
+    return run_serving(settings)
 
 
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:

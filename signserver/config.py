@@ -39,6 +39,8 @@ class Settings:
     pkcs11_module: str = DEFAULT_PKCS11_MODULE
     token_label: str = "signserver"
     hsm_pool_size: int = 4
+    # Processes serving the port, each with its own PKCS#11 sessions; one per core signs fastest.
+    workers: int = 1
     policies_dir: Path = PROJECT_ROOT / "policies"
     max_body_bytes: int = 50 * 1024 * 1024
     max_batch_size: int = 50
@@ -84,6 +86,7 @@ class Settings:
             pkcs11_module=os.environ.get("SIGNSERVER_PKCS11_MODULE", DEFAULT_PKCS11_MODULE),
             token_label=os.environ.get("SIGNSERVER_TOKEN_LABEL", "signserver"),
             hsm_pool_size=_int_env("SIGNSERVER_HSM_POOL_SIZE", 4),
+            workers=min(64, max(1, _int_env("SIGNSERVER_WORKERS", 1))),
             policies_dir=Path(os.environ.get("SIGNSERVER_POLICIES_DIR") or PROJECT_ROOT / "policies"),
             max_body_bytes=_int_env("SIGNSERVER_MAX_BODY_BYTES", 50 * 1024 * 1024),
             max_batch_size=_int_env("SIGNSERVER_MAX_BATCH_SIZE", 50),

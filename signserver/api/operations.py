@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from signserver.http_streams import read_at_most
 
 __all__ = ["routes", "openapi_document"]
 
@@ -48,7 +52,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(_request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several workers (signserver.workers): sum the counters every process wrote to that directory.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
 
@@ -64,7 +75,7 @@ async def timestamp(request: web.Request) -> web.Response:
         return web.Response(status=415, text=f"expected Content-Type {TSA_QUERY_TYPE}\n")
     if request.content_length is not None and request.content_length > MAX_TSA_QUERY_BYTES:
         return web.Response(status=413, text=f"time-stamp query larger than {MAX_TSA_QUERY_BYTES} bytes\n")
-    query = await request.content.read(MAX_TSA_QUERY_BYTES + 1)
+    query = await read_at_most(request.content, MAX_TSA_QUERY_BYTES)
     if len(query) > MAX_TSA_QUERY_BYTES:
         return web.Response(status=413, text=f"time-stamp query larger than {MAX_TSA_QUERY_BYTES} bytes\n")
     # A malformed query still gets a TimeStampResp (status rejection, failInfo badDataFormat/badRequest).
