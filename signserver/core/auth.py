@@ -87,14 +87,14 @@ class Authenticator:
         self.otp_policy = otp_policy
 
     async def application_by_api_key(self, api_key: str) -> Application:
-        async with self.store.transaction() as tx:
+        async with self.store.read_only() as tx:
             application = await tx.application_by_api_key(sha256_hex(api_key))
         if application is None or not application.enabled:
             raise AuthenticationFailed()
         return application
 
     async def application_by_password(self, username: str, password: str) -> Application:
-        async with self.store.transaction() as tx:
+        async with self.store.read_only() as tx:
             application = await tx.application_by_username(username)
         if not verify_password(application.basic_password_hash if application else None, password):
             raise AuthenticationFailed()

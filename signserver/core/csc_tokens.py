@@ -110,7 +110,7 @@ async def refresh_access_token(ctx: CoreContext, refresh_token: str) -> tuple[Ap
 
 async def application_for_access_token(ctx: CoreContext, access_token: str) -> Application:
     """Return the enabled application an unexpired access token was issued to."""
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         stored = await _stored(tx, access_token)
         application = await tx.application(stored.application_id) if stored is not None else None
     if stored is None or stored.kind != "access" or application is None or not application.enabled:

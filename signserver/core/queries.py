@@ -31,11 +31,11 @@ __all__ = [
 
 async def _current_request(ctx: CoreContext, request_id: str) -> SignRequest | None:
     """Read a request, first expiring it if its deadline has passed since the last sweep."""
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         request = await tx.sign_request(request_id)
     if request is not None and request.state == PENDING_APPROVAL and request.expires_at <= ctx.clock():
         await expire_due_requests(ctx)
-        async with ctx.store.transaction() as tx:
+        async with ctx.store.read_only() as tx:
             request = await tx.sign_request(request_id)
     return request
 
@@ -57,14 +57,14 @@ async def request_for_official(ctx: CoreContext, official: Official, request_id:
 async def requests_for_official(ctx: CoreContext, official: Official, states: list[str] | None,
                                 limit: int = 100) -> list[SignRequest]:
     await expire_due_requests(ctx)
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         return await tx.sign_requests(approver_official_id=official.id, states=states, limit=limit)
 
 
 async def requests_for_application(ctx: CoreContext, application: Application, states: list[str] | None,
                                    dossier_code: str | None, limit: int = 100) -> list[SignRequest]:
     await expire_due_requests(ctx)
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         return await tx.sign_requests(application_id=application.id, states=states, dossier_code=dossier_code,
                                       limit=limit)
 
@@ -87,19 +87,19 @@ async def signer_credential(ctx: CoreContext, request: SignRequest) -> Credentia
     """Return the credential a request is signed with, to show its certificate; None if it was removed."""
     # NOTE: this is the credential's current certificate. A certificate
     # replaced after the request was signed is shown in place of the one used.
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         return await tx.credential(request.credential_id)
 
 
 async def audit_trail(ctx: CoreContext, *, dossier_code: str | None = None,
                       request_id: str | None = None) -> list[AuditRecord]:
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         return await tx.audit_records(dossier_code=dossier_code, request_id=request_id)
 
 
 async def credentials_for_application(ctx: CoreContext, application: Application) -> list[Credential]:
     """The signing credentials whose policy names ``application``; other agencies' keys are left out unseen."""
-    async with ctx.store.transaction() as tx:
+    async with ctx.store.read_only() as tx:
         allowed = (await ctx.policies.current(tx)).credentials_for(application.id)
         everything = await tx.credentials()
     return [c for c in everything if c.kind != "tsa" and c.id in allowed]

@@ -149,11 +149,11 @@ def _counter_slots(key_policy: KeyPolicy | None, application_id: str,
 async def quota_usage(tx: Transaction, key_policy: KeyPolicy | None, credential_id: str, application_id: str,
                       now: datetime) -> QuotaUsage:
     """Read the counters of ``credential_id`` for ``application_id`` at ``now`` without writing anything."""
-    counters = []
-    for name, counter_application, period, limit in _counter_slots(key_policy, application_id, now):
-        used = await tx.key_usage(credential_id, counter_application, period)
-        counters.append(QuotaCounter(name, counter_application, period, limit, used))
-    return QuotaUsage(credential_id, application_id, tuple(counters))
+    slots = _counter_slots(key_policy, application_id, now)
+    used = await tx.key_usages(credential_id, [(application, period) for _, application, period, _ in slots])
+    counters = tuple(QuotaCounter(name, application, period, limit, used[(application, period)])
+                     for name, application, period, limit in slots)
+    return QuotaUsage(credential_id, application_id, counters)
 
 
 def quota_denial(usage: QuotaUsage, count: int) -> QuotaDenied | None:
@@ -176,11 +176,17 @@ async def consume_quota(tx: Transaction, key_policy: KeyPolicy | None, credentia
     """
     if count < 1:
         raise ValueError(f"count must be at least 1, got {count}")
-    denied = quota_denial(await quota_usage(tx, key_policy, credential_id, application_id, now), count)
+    usage = await quota_usage(tx, key_policy, credential_id, application_id, now)
+    denied = quota_denial(usage, count)
     if denied is not None:
         raise denied.error()
 
-    for name, counter_application, period, limit in _counter_slots(key_policy, application_id, now):
-        if not await tx.add_key_usage(credential_id, counter_application, period, count, limit):
+    existing = {(counter.application_id, counter.period) for counter in usage.counters if counter.used > 0}
+    slots = _counter_slots(key_policy, application_id, now)
+    not_raised = await tx.add_key_usages(credential_id, [(application, period, limit)
+                                                         for _, application, period, limit in slots],
+                                         count, existing)
+    for name, application, period, limit in slots:
+        if (application, period) in not_raised:
             assert limit is not None
             raise quota_exceeded(f"{credential_id}.quota.{name}", limit, period)

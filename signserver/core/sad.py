@@ -290,8 +290,9 @@ async def spend_sad(ctx: CoreContext, application: Application, credential: Cred
             if stored.hash_algorithm is not None and stored.hash_algorithm != digest_algorithm:
                 raise HashNotAuthorized(reason=f"the SAD authorized {stored.hash_algorithm} hashes, "
                                                f"not {digest_algorithm}")
-            unused = await tx.unused_csc_sad_hashes(stored.id)
-            if not unused:
+            # Only the requested hashes are read: a SAD may cover thousands.
+            unused = await tx.unused_csc_sad_hashes(stored.id, among=hashes_hex)
+            if not unused and not await tx.has_unused_csc_sad_hashes(stored.id):
                 raise SadInvalid(reason="every hash it authorized has been signed")
             positions = _match_hashes(unused, hashes_hex)
             # Checked again and counted now: the policy or the quotas may have changed since the authorization.

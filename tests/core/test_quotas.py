@@ -245,11 +245,11 @@ class StaleReads:
     def __init__(self, tx: Any) -> None:
         self.tx = tx
 
-    async def key_usage(self, credential_id: str, application_id: str, period: str) -> int:
-        return 0
+    async def key_usages(self, credential_id: str, counters: Any) -> dict[Any, int]:
+        return {counter: 0 for counter in counters}
 
-    async def add_key_usage(self, *args: Any) -> bool:
-        return await self.tx.add_key_usage(*args)
+    async def add_key_usages(self, *args: Any) -> list[tuple[str, str]]:
+        return await self.tx.add_key_usages(*args)
 
 
 async def test_concurrent_count_caught_by_sql_limit(store: Store) -> None:
