@@ -21,7 +21,7 @@ from signserver.signing.keys import SigningKey
 from signserver.store.records import Credential
 
 __all__ = ["HsmSecretBox", "HsmRawSigner", "HsmKeyVault", "signing_key_for", "chain_from_pem", "run_hsm",
-           "sign_in_hsm", "HSM_SIGNATURES"]
+           "sign_in_hsm", "sign_many_in_hsm", "rsa_digest_info", "ecdsa_der", "HSM_SIGNATURES"]
 
 T = TypeVar("T")
 
@@ -50,6 +50,24 @@ async def sign_in_hsm(token: hsm.Hsm, key_id: bytes, mechanism: str, data: bytes
     return signature
 
 
+async def sign_many_in_hsm(token: hsm.Hsm, key_id: bytes, mechanism: str, items: list[bytes],
+                           **options: Any) -> list[bytes]:
+    """Sign every item with ``token.sign_many`` in one executor call, counting each signature."""
+    signatures = await run_hsm(token.sign_many, key_id, mechanism, items, **options)
+    HSM_SIGNATURES.labels(mechanism=mechanism).inc(len(signatures))
+    return signatures
+
+
+def rsa_digest_info(digest: bytes, digest_algorithm: str) -> bytes:
+    """Return the DER DigestInfo that CKM_RSA_PKCS must be given (RFC 8017 section 9.2)."""
+    return algos.DigestInfo({"digest_algorithm": {"algorithm": digest_algorithm}, "digest": digest}).dump()
+
+
+def ecdsa_der(raw: bytes) -> bytes:
+    """Convert PKCS#11's r || s to the DER ECDSA-Sig-Value of CMS and X.509 (RFC 5480 section 2.2)."""
+    return algos.DSASignature.from_p1363(raw).dump()
+
+
 class HsmSecretBox:
     """Seals small secrets with an AES key that never leaves the HSM."""
 
@@ -74,14 +92,9 @@ class HsmRawSigner:
 
     async def sign_digest(self, digest: bytes, digest_algorithm: str) -> bytes:
         if self.key_type == "RSA":
-            # CKM_RSA_PKCS pads whatever it gets: give it the DER DigestInfo (RFC 8017 section 9.2).
-            digest_info = algos.DigestInfo(
-                {"digest_algorithm": {"algorithm": digest_algorithm}, "digest": digest}
-            ).dump()
-            return await sign_in_hsm(self.token, self.key_id, "RSA_PKCS", digest_info)
-        raw = await sign_in_hsm(self.token, self.key_id, "ECDSA", digest)
-        # PKCS#11 returns r||s; CMS wants the DER ECDSA-Sig-Value (RFC 5480 section 2.2).
-        return algos.DSASignature.from_p1363(raw).dump()
+            # CKM_RSA_PKCS pads whatever it gets: give it the DER DigestInfo.
+            return await sign_in_hsm(self.token, self.key_id, "RSA_PKCS", rsa_digest_info(digest, digest_algorithm))
+        return ecdsa_der(await sign_in_hsm(self.token, self.key_id, "ECDSA", digest))
 
 
 def chain_from_pem(chain_pem: str) -> tuple[x509.Certificate, ...]:

@@ -19,13 +19,11 @@ SHA-1 is not accepted: ETSI TS 119 312 no longer allows it for new signatures.
 
 from __future__ import annotations
 
-import asyncio
-
 from asn1crypto import algos
 
 import hsm
 from signserver.errors import InvalidInput
-from signserver.hsm_bridge import HsmRawSigner, sign_in_hsm
+from signserver.hsm_bridge import ecdsa_der, rsa_digest_info, sign_many_in_hsm
 from signserver.signing.raw import (
     DIGEST_SIZES,
     ECDSA_WITH_DIGEST_OIDS,
@@ -156,15 +154,19 @@ async def sign_digests(token: hsm.Hsm, credential: Credential, scheme: RawSignat
 
 async def sign_digests_with_key(token: hsm.Hsm, key_id: bytes, key_type: str, scheme: RawSignatureScheme,
                                 digests: list[bytes]) -> list[bytes]:
-    """Sign each digest with the HSM key ``key_id`` (of ``key_type`` RSA or EC), keeping the order of ``digests``."""
+    """Sign each digest with the HSM key ``key_id`` (of ``key_type`` RSA or EC), keeping the order of ``digests``.
+
+    The whole batch goes to the HSM in one call, on one session.
+    """
     if scheme.mechanism == "RSA_PKCS_PSS":
-        calls = [sign_in_hsm(token, key_id, "RSA_PKCS_PSS", digest, pss_hash=scheme.digest_algorithm,
-                         pss_salt_len=scheme.pss_salt_length) for digest in digests]
-    else:
-        # PKCS#1 v1.5 over the DigestInfo, or ECDSA converted to DER: the same signer as CMS signatures.
-        signer = HsmRawSigner(token, key_id, key_type)
-        calls = [signer.sign_digest(digest, scheme.digest_algorithm) for digest in digests]
-    return list(await asyncio.gather(*calls))
+        return await sign_many_in_hsm(token, key_id, "RSA_PKCS_PSS", digests, pss_hash=scheme.digest_algorithm,
+                                      pss_salt_len=scheme.pss_salt_length)
+    # PKCS#1 v1.5 over the DigestInfo, or ECDSA converted to DER: the encodings of CMS signatures.
+    if key_type == "RSA":
+        digest_infos = [rsa_digest_info(digest, scheme.digest_algorithm) for digest in digests]
+        return await sign_many_in_hsm(token, key_id, "RSA_PKCS", digest_infos)
+    raw = await sign_many_in_hsm(token, key_id, "ECDSA", digests)
+    return [ecdsa_der(signature) for signature in raw]
 
 
 def _check_same_digest(named: str | None, implied: str) -> None:
