@@ -53,6 +53,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+# Passed signer-certificate checks kept at most; the cache starts over when full.
+MAX_PASSED_CHECKS = 1024
+
 # asn1crypto's CRLReason names, mapped to the names of RFC 5280 section 5.3.1.
 _REASON_NAMES = {
     "unspecified": "unspecified",
@@ -113,6 +116,8 @@ class RevocationFetcher:
             ocsp_nonce=ocsp_nonce,
         )
         self._shared = SharedFetching(self.settings, clock)
+        # Passed signer checks by certificate, chain, trust roots and revocation requirement, with their expiry.
+        self._passed_checks: dict[tuple[object, ...], tuple[CertificateCheck, datetime]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RevocationFetcher":
@@ -127,6 +132,7 @@ class RevocationFetcher:
 
     def clear_cache(self) -> None:
         self._shared.clear_cache()
+        self._passed_checks.clear()
 
     def validation_context(
         self,
@@ -197,6 +203,11 @@ class RevocationFetcher:
         moment = now or datetime.now(timezone.utc)
         subject = _subject(certificate)
         _check_validity_period(certificate, moment)
+        cache_key = _check_key(certificate, chain, trust_roots, revocation_required)
+        if now is None:
+            cached = self._passed_checks.get(cache_key)
+            if cached is not None and self._shared.clock() < cached[1]:
+                return cached[0]
 
         context, fetchers = self._context(
             trust_roots, revocation_required=revocation_required, moment=now, other_certs=chain,
@@ -235,7 +246,37 @@ class RevocationFetcher:
                         reasons=[failure.reason for failure in failures])
         log.info("signer_certificate.checked", subject=subject, serial=format(certificate.serial_number, "x"),
                  revocation_required=revocation_required)
-        return CertificateCheck(subject=subject, unavailable=failures)
+        check = CertificateCheck(subject=subject, unavailable=failures)
+        if now is None and not failures:
+            self._remember_passed_check(cache_key, check, certificate, context)
+        return check
+
+    def _remember_passed_check(self, key: tuple[object, ...], check: CertificateCheck,
+                               certificate: x509.Certificate, context: ValidationContext) -> None:
+        """Reuse a passed check for as long as the revocation data it used may be reused.
+
+        That is at most the cache's ``max_age``, until the earliest nextUpdate
+        of the OCSP responses and CRLs the validation used, and never past
+        the certificate's end. Path validation costs milliseconds of CPU per
+        signature, and its result can only change by a revocation, which
+        that cached data would hide for the same time anyway.
+        """
+        now = self._shared.clock()
+        expiry = now + self.settings.max_age
+        if expiry <= now:
+            return
+        ends = [certificate["tbs_certificate"]["validity"]["not_after"].native]
+        for response in context.ocsps:
+            for single in response.basic_ocsp_response["tbs_response_data"]["responses"]:
+                next_update = single["next_update"].native
+                ends.append(next_update if next_update is not None else now + self.settings.ocsp_default_age)
+        for certificate_list in context.crls:
+            next_update = certificate_list["tbs_cert_list"]["next_update"].native
+            if next_update is not None:
+                ends.append(next_update)
+        if len(self._passed_checks) >= MAX_PASSED_CHECKS:
+            self._passed_checks.clear()
+        self._passed_checks[key] = (check, min([expiry, *ends]))
 
     def _context(
         self,
@@ -261,6 +302,12 @@ class RevocationFetcher:
             retroactive_revinfo=True,
         )
         return context, fetchers
+
+
+def _check_key(certificate: x509.Certificate, chain: Sequence[x509.Certificate],
+               trust_roots: Sequence[x509.Certificate], revocation_required: bool) -> tuple[object, ...]:
+    return (certificate.sha256, tuple(member.sha256 for member in chain),
+            tuple(root.sha256 for root in trust_roots), revocation_required)
 
 
 def _check_validity_period(certificate: x509.Certificate, moment: datetime) -> None:
