@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from signserver.demo_ca import CA_NAMES, DemoCa
+from signserver.http_streams import read_at_most
 
 __all__ = ["routes", "OCSP_PATH"]
 
@@ -55,7 +56,7 @@ async def ca_certificate(request: web.Request) -> web.Response:
 async def ocsp_post(request: web.Request) -> web.Response:
     if request.content_type != OCSP_REQUEST_TYPE:
         raise web.HTTPUnsupportedMediaType(text=f"send the OCSPRequest as {OCSP_REQUEST_TYPE}")
-    body = await request.content.read(MAX_OCSP_REQUEST_BYTES + 1)
+    body = await read_at_most(request.content, MAX_OCSP_REQUEST_BYTES)
     if len(body) > MAX_OCSP_REQUEST_BYTES:
         body = b""  # gets the malformedRequest response status
     return await _ocsp_response(request, body)

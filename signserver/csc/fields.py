@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from signserver.errors import InvalidInput, PayloadTooLarge
+from signserver.http_streams import read_at_most
 from signserver.i18n import LANGUAGES
 from signserver.json_text import LoneSurrogate, loads_text_json
 
@@ -48,7 +49,7 @@ class CscBody:
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(limit=limit)
         try:
-            raw = await request.content.read(limit + 1)
+            raw = await read_at_most(request.content, limit)
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(limit=limit) from None
         if len(raw) > limit:

@@ -17,6 +17,7 @@ from asn1crypto import cms
 from pyhanko.sign.timestamps import TimeStamper
 from pyhanko.sign.timestamps.common_utils import TimestampRequestError
 
+from signserver.http_streams import read_at_most
 from signserver.signing.tsa import TimeStampResp, checked_token
 
 __all__ = ["FailoverTimeStamper", "TSA_QUERY_CONTENT_TYPE", "TSA_REPLY_CONTENT_TYPE"]
@@ -44,7 +45,7 @@ class FailoverTimeStamper(TimeStamper):
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if content_type != TSA_REPLY_CONTENT_TYPE:
                 raise TimestampRequestError(f"content type {content_type!r}, expected {TSA_REPLY_CONTENT_TYPE}")
-            body = await response.content.read(MAX_REPLY_BYTES + 1)
+            body = await read_at_most(response.content, MAX_REPLY_BYTES)
         if len(body) > MAX_REPLY_BYTES:
             raise TimestampRequestError(f"reply larger than {MAX_REPLY_BYTES} bytes")
         try:
