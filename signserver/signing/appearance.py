@@ -20,6 +20,7 @@ transparent parts of the image leave the page visible.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import struct
@@ -146,7 +147,16 @@ def _check_dimensions(image: str, width: int, height: int) -> None:
 
 
 def open_png(data: bytes, image: str = "image") -> Image.Image:
-    """Validate ``data`` with ``check_png`` and return it decoded as an RGBA image."""
+    """Validate ``data`` with ``check_png`` and return it decoded as an RGBA image.
+
+    A key's image is the same for each of its signatures, so the last few
+    decoded images are kept; the caller gets a copy it may change.
+    """
+    return _decoded_png(data, image).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _decoded_png(data: bytes, image: str) -> Image.Image:
     check_png(data, image)
     with Image.open(io.BytesIO(data), formats=["PNG"]) as decoded:
         return decoded.convert("RGBA")

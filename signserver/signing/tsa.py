@@ -97,6 +97,12 @@ class TimeStampAuthority:
         self.accuracy_seconds = accuracy_seconds
         self._serial_source = serial_source
         self._clock = clock
+        # The parts of every token that depend only on the TSA's certificate, encoded once.
+        self._signing_certificate_attribute = simple_cms_attribute(
+            "signing_certificate_v2", as_signing_certificate_v2(key.certificate, TOKEN_DIGEST_ALGORITHM))
+        self._signer_id = cms.SignerIdentifier({"issuer_and_serial_number": cms.IssuerAndSerialNumber(
+            {"issuer": key.certificate.issuer, "serial_number": key.certificate.serial_number})})
+        self._tsa_name = x509.GeneralName({"directory_name": key.certificate.subject})
 
     async def respond(self, request_der: bytes) -> bytes:
         """Build the DER TimeStampResp for a DER TimeStampReq.
@@ -160,7 +166,7 @@ class TimeStampAuthority:
             "gen_time": gen_time.astimezone(timezone.utc).replace(microsecond=0),
             "accuracy": tsp.Accuracy({"seconds": self.accuracy_seconds}),
             # ordering is left out, which DER encodes as its default, false.
-            "tsa": x509.GeneralName({"directory_name": self.key.certificate.subject}),
+            "tsa": self._tsa_name,
         }
         if nonce is not None:
             tst_info_fields["nonce"] = nonce
@@ -209,16 +215,13 @@ class TimeStampAuthority:
         return None
 
     async def _signer_info(self, tst_info_der: bytes) -> cms.SignerInfo:
-        certificate = self.key.certificate
         digest_algorithm = algos.DigestAlgorithm({"algorithm": TOKEN_DIGEST_ALGORITHM})
         mechanism = signature_mechanism(self.key.key_type, TOKEN_DIGEST_ALGORITHM)
         signed_attrs = cms.CMSAttributes(
             [
                 simple_cms_attribute("content_type", "tst_info"),
                 simple_cms_attribute("message_digest", hashlib.sha256(tst_info_der).digest()),
-                simple_cms_attribute(
-                    "signing_certificate_v2", as_signing_certificate_v2(certificate, TOKEN_DIGEST_ALGORITHM)
-                ),
+                self._signing_certificate_attribute,
                 # RFC 6211 binds the algorithms to the signature.
                 simple_cms_attribute(
                     "cms_algorithm_protection",
@@ -232,13 +235,7 @@ class TimeStampAuthority:
         return cms.SignerInfo(
             {
                 "version": "v1",
-                "sid": cms.SignerIdentifier(
-                    {
-                        "issuer_and_serial_number": cms.IssuerAndSerialNumber(
-                            {"issuer": certificate.issuer, "serial_number": certificate.serial_number}
-                        )
-                    }
-                ),
+                "sid": self._signer_id,
                 "digest_algorithm": digest_algorithm,
                 "signed_attrs": signed_attrs,
                 "signature_algorithm": mechanism,
