@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import mmap
 import os
 import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -56,6 +58,8 @@ STOP_TIMEOUT_SECONDS = 75.0
 POLL_SECONDS = 0.2
 # Connections the kernel queues for the workers to accept.
 LISTEN_BACKLOG = 1024
+# Longest time a worker leaves a new connection to a less busy worker before taking it.
+DEFER_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ class _Supervisor:
         # Counters of an earlier run must not be added to this one's.
         shutil.rmtree(metrics, ignore_errors=True)
         metrics.mkdir(parents=True)
+        # The workers' connection counts of an earlier run would skew the first accepts.
+        (metrics.parent / "connections").unlink(missing_ok=True)
         self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
 
     def start(self, index: int, *, recover: bool) -> _Worker:
@@ -242,20 +248,90 @@ def serve_with_workers(settings: Settings) -> int:
         listener.close()
 
 
-class SharedListener(socket.socket):
-    """The inherited listening socket, with the kernel's queue kept long whatever backlog asyncio asks for.
+class ConnectionCounts:
+    """Open connections per worker, in a small file that every worker maps into memory.
 
-    asyncio accepts up to ``backlog`` waiting connections each time the
-    socket becomes readable. With the default of 128, the first worker to
-    wake took a whole burst of new connections, such as a client's whole
-    connection pool, and left the other workers idle. The workers serve with
-    a backlog of 1, so each wake-up takes one connection and an idle worker
-    takes the next, and this class keeps the kernel's queue of connections
-    not yet accepted at LISTEN_BACKLOG.
+    Each worker writes only its own slot; the others read it to take turns
+    at accepting. A worker that died leaves a stale slot, which
+    :class:`SharedListener`'s time limit on deferring makes harmless.
     """
+
+    SLOT = struct.Struct("<q")
+
+    def __init__(self, path: Path, workers: int, index: int) -> None:
+        size = self.SLOT.size * workers
+        with path.open("a+b") as file:
+            if file.seek(0, os.SEEK_END) < size:
+                file.truncate(size)
+            self._map = mmap.mmap(file.fileno(), size)
+        self.workers = workers
+        self.index = index
+        self._set(0)
+
+    def _get(self, index: int) -> int:
+        return self.SLOT.unpack_from(self._map, index * self.SLOT.size)[0]
+
+    def _set(self, value: int) -> None:
+        self.SLOT.pack_into(self._map, self.index * self.SLOT.size, value)
+
+    def mine(self) -> int:
+        return self._get(self.index)
+
+    def fewest_elsewhere(self) -> int:
+        return min((self._get(other) for other in range(self.workers) if other != self.index), default=0)
+
+    def add(self, change: int) -> None:
+        self._set(max(0, self.mine() + change))
+
+
+class _CountedConnection(socket.socket):
+    """An accepted connection that takes itself off its worker's count when it closes."""
+
+    counts: ConnectionCounts | None = None
+    _counted = False
+
+    def close(self) -> None:
+        if self._counted and self.counts is not None:
+            self._counted = False
+            self.counts.add(-1)
+        super().close()
+
+
+class SharedListener(socket.socket):
+    """The inherited listening socket, shared out so that each worker gets its part of the connections.
+
+    Every waiting worker wakes when a connection arrives, and the one
+    already running wins the accept, so without help one worker took every
+    connection of a client's pool and the others stayed idle. Here a worker
+    that has more open connections than the least busy other worker leaves a
+    new connection to it, for at most DEFER_SECONDS, after which it takes the
+    connection itself (the other worker may be stuck or gone). The workers
+    serve with an asyncio backlog of 1, so each wake-up accepts one
+    connection, and ``listen`` keeps the kernel's queue at LISTEN_BACKLOG.
+    """
+
+    counts: ConnectionCounts | None = None
+    _deferring_since: float | None = None
 
     def listen(self, _backlog: int = 0) -> None:
         super().listen(LISTEN_BACKLOG)
+
+    def accept(self) -> tuple[socket.socket, object]:
+        counts = self.counts
+        if counts is not None and counts.mine() > counts.fewest_elsewhere():
+            now = time.monotonic()
+            if self._deferring_since is None:
+                self._deferring_since = now
+            if now - self._deferring_since < DEFER_SECONDS:
+                raise BlockingIOError
+        self._deferring_since = None
+        descriptor, address = self._accept()  # type: ignore[attr-defined]
+        connection = _CountedConnection(self.family, self.type, self.proto, fileno=descriptor)
+        if counts is not None:
+            connection.counts = counts
+            connection._counted = True
+            counts.add(1)
+        return connection, address
 
 
 def _exit_with_supervisor() -> None:
@@ -286,6 +362,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, logging.INFO)
     structlog.contextvars.bind_contextvars(worker=args.index)
     listener = SharedListener(fileno=args.listen_fd)
+    listener.counts = ConnectionCounts(metrics_dir(settings).parent / "connections", settings.workers, args.index)
     role = WorkerRole(index=args.index, recover=args.recover, sweep=args.index == 0, ready_fd=args.ready_fd)
     return run_serving(settings, role, sock=listener)
 

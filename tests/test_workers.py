@@ -20,6 +20,8 @@ from tests.csc.conftest import ECDSA_WITH_SHA256_OID, CscClient, random_hashes
 from tests.harness import OtpCodes, Server, free_port, init_home, run_cli
 
 EC_CREDENTIAL = "cred-nguyen-van-an"
+# One record of used TOTP steps for the module, since its tests share one server.
+OTP_CODES = OtpCodes()
 
 
 def children_of(pid: int) -> list[int]:
@@ -99,7 +101,7 @@ def test_two_workers_serve_one_port_and_sum_their_metrics(two_workers: Any) -> N
     client = CscClient(server.url, credentials["application"]["api_key"])
     official = ec_official(credentials)
     hashes = random_hashes(40)
-    sad = client.sad("v1", EC_CREDENTIAL, hashes, OtpCodes().next(official["totp_secret"]))
+    sad = client.sad("v1", EC_CREDENTIAL, hashes, OTP_CODES.next(official["totp_secret"]))
     public_key = certificate_of(client).public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey)
     before = hsm_signatures_counted(server.url)
@@ -117,6 +119,38 @@ def test_two_workers_serve_one_port_and_sum_their_metrics(two_workers: Any) -> N
     # Each scrape lands on either worker and must show the sum over both.
     for _ in range(6):
         assert hsm_signatures_counted(server.url) - before == len(hashes)
+
+
+def test_two_kept_alive_connections_go_to_both_workers(two_workers: Any) -> None:
+    """A client pool of two persistent connections, opened one after the other, is served by both workers."""
+    server, credentials = two_workers
+    official = ec_official(credentials)
+    client = CscClient(server.url, credentials["application"]["api_key"])
+    hashes = random_hashes(8)
+    sad = client.sad("v1", EC_CREDENTIAL, hashes, OTP_CODES.next(official["totp_secret"]))
+    assert server.log_path is not None
+    already = len(server.log_path.read_text(encoding="utf-8").splitlines())
+
+    sessions = [requests.Session(), requests.Session()]
+    for session in sessions:
+        # Open the connection now, before any request on the other one.
+        assert session.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    import base64
+
+    for number, digest in enumerate(hashes):
+        response = sessions[number % 2].post(
+            f"{server.url}/csc/v1/signatures/signHash", timeout=60,
+            headers={"Authorization": f"Bearer {credentials['application']['api_key']}"},
+            json={"credentialID": EC_CREDENTIAL, "SAD": sad, "hash": [base64.b64encode(digest).decode()],
+                  "signAlgo": ECDSA_WITH_SHA256_OID})
+        assert response.status_code == 200, response.text
+    for session in sessions:
+        session.close()
+
+    new_lines = server.log_path.read_text(encoding="utf-8").splitlines()[already:]
+    workers = {json.loads(line)["worker"] for line in new_lines
+               if line.startswith("{") and '"csc.hashes_signed"' in line}
+    assert workers == {0, 1}
 
 
 def test_killed_worker_restarted(two_workers: Any) -> None:
