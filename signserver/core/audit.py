@@ -8,8 +8,10 @@ truncated tail and, updated in the same transaction, serialises appends.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 from signserver.store.db import Store, Transaction
 from signserver.store.records import AuditRecord
 
-__all__ = ["append_audit", "verify_audit_chain", "ChainVerification", "GENESIS_HASH", "record_hash"]
+__all__ = ["append_audit", "append_audit_committed", "verify_audit_chain", "ChainVerification", "GENESIS_HASH",
+           "record_hash"]
 
 GENESIS_HASH = "0" * 64
 
@@ -73,6 +76,58 @@ async def append_audit(
     fields["hash"] = record_hash(fields)
     await tx.append_audit_row(fields, first=head is None)
     return seq
+
+
+class _GroupCommit:
+    """Appends the records that tasks of one process hand in at about the same time, in one transaction.
+
+    A task waits until the transaction holding its record has committed, so
+    no caller goes on before its record is durable. While one transaction
+    commits, the records handed in meanwhile wait for the next one: under
+    load, several records share a transaction and its commit.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.waiting: list[tuple[dict[str, Any], asyncio.Future[int]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def append(self, fields: dict[str, Any]) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiting.append((fields, future))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write(), name="audit-group-commit")
+        return await future
+
+    async def _write(self) -> None:
+        while self.waiting:
+            batch, self.waiting = self.waiting, []
+            try:
+                async with self.store.transaction() as tx:
+                    sequence_numbers = [await append_audit(tx, **fields) for fields, _ in batch]
+            except Exception as exc:  # noqa: BLE001 - every waiting task gets the failure of its transaction
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), sequence_number in zip(batch, sequence_numbers):
+                if not future.done():
+                    future.set_result(sequence_number)
+
+
+_group_commits: "weakref.WeakKeyDictionary[Store, _GroupCommit]" = weakref.WeakKeyDictionary()
+
+
+async def append_audit_committed(store: Store, **fields: Any) -> int:
+    """Append one record as :func:`append_audit` does, in a transaction of its own, and return once it is committed.
+
+    Records appended at the same moment by other tasks of the process share
+    that transaction, which saves a commit and a turn of the store's lock each.
+    """
+    group = _group_commits.get(store)
+    if group is None:
+        group = _group_commits[store] = _GroupCommit(store)
+    return await group.append(fields)
 
 
 def _fields_of(record: AuditRecord) -> dict[str, Any]:

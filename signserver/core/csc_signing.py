@@ -20,7 +20,7 @@ import hsm
 from signserver.errors import SignserverError
 from signserver.store.records import Application, Credential
 
-from .audit import append_audit
+from .audit import append_audit, append_audit_committed
 from .context import CoreContext
 from .raw_signing import check_digest_length, resolve_signature_scheme, sign_digests
 from .sad import RejectionAudit, check_credential_usable, credential_for_application, spend_sad
@@ -89,10 +89,9 @@ async def sign_hashes(ctx: CoreContext, token: hsm.Hsm, application: Application
         await _record_failure(ctx, application, credential, details, exc)
         raise
 
-    async with ctx.store.transaction() as tx:
-        await append_audit(tx, action="csc_hashes_signed", actor_type="application", actor_id=application.id,
-                           key_id_hex=credential.key_id_hex, cert_serial_hex=credential.cert_serial_hex,
-                           details=details, now=ctx.clock())
+    await append_audit_committed(ctx.store, action="csc_hashes_signed", actor_type="application",
+                                 actor_id=application.id, key_id_hex=credential.key_id_hex,
+                                 cert_serial_hex=credential.cert_serial_hex, details=details, now=ctx.clock())
     log.info("csc.hashes_signed", sad_id=spent.sad_id, application_id=application.id,
              credential_id=credential.id, count=len(signatures))
     return signatures

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from signserver.core.audit import append_audit, verify_audit_chain
+from signserver.core.audit import append_audit, append_audit_committed, verify_audit_chain
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
 
@@ -96,3 +97,39 @@ async def test_recomputed_hash_still_breaks_link(store_with_trail) -> None:
     assert not result.ok
     assert result.first_bad_seq == 4
     assert result.problem == "chain_broken"
+
+
+async def test_group_commit_shares_transactions_and_keeps_the_chain(store_with_trail) -> None:
+    store, _db = store_with_trail
+    opened = 0
+    original = store.transaction
+
+    def counting_transaction():  # type: ignore[no-untyped-def]
+        nonlocal opened
+        opened += 1
+        return original()
+
+    store.transaction = counting_transaction  # type: ignore[method-assign]
+    sequence_numbers = await asyncio.gather(*[
+        append_audit_committed(store, action="csc_hashes_signed", actor_type="application", actor_id="app-1",
+                               details={"number": number})
+        for number in range(30)
+    ])
+    store.transaction = original  # type: ignore[method-assign]
+
+    assert sorted(sequence_numbers) == list(range(6, 36))
+    assert opened < 30
+    result = await verify_audit_chain(store)
+    assert result.ok
+    assert result.records_checked == 35
+
+
+async def test_group_commit_failure_reaches_every_waiting_task(store_with_trail) -> None:
+    store, _db = store_with_trail
+    results = await asyncio.gather(*[
+        append_audit_committed(store, action="x", actor_type="application", actor_id="app-1",
+                               details={"value": object()})  # not JSON: the transaction fails
+        for _ in range(3)
+    ], return_exceptions=True)
+    assert all(isinstance(result, TypeError) for result in results)
+    assert (await verify_audit_chain(store)).records_checked == 5
