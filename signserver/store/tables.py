@@ -14,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -272,6 +273,7 @@ csc_sad_hashes = Table(
     Column("position", Integer, primary_key=True),
     Column("hash_hex", String(128), nullable=False),
     Column("used_at", DateTime(timezone=True)),
+    Index("ix_csc_sad_hashes_sad_id_hash_hex", "sad_id", "hash_hex"),
 )
 
 
