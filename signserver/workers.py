@@ -58,7 +58,7 @@ STOP_TIMEOUT_SECONDS = 75.0
 POLL_SECONDS = 0.2
 # Connections the kernel queues for the workers to accept.
 LISTEN_BACKLOG = 1024
-# Longest time a worker leaves a new connection to a less busy worker before taking it.
+# Longest time a worker leaves a new connection to the worker whose turn it is before taking it.
 DEFER_SECONDS = 0.02
 
 
@@ -99,8 +99,8 @@ class _Supervisor:
         # Counters of an earlier run must not be added to this one's.
         shutil.rmtree(metrics, ignore_errors=True)
         metrics.mkdir(parents=True)
-        # The workers' connection counts of an earlier run would skew the first accepts.
-        (metrics.parent / "connections").unlink(missing_ok=True)
+        # The accept counts of an earlier run would skew the turns.
+        (metrics.parent / "accept-turns").unlink(missing_ok=True)
         self.env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
 
     def start(self, index: int, *, recover: bool) -> _Worker:
@@ -248,12 +248,11 @@ def serve_with_workers(settings: Settings) -> int:
         listener.close()
 
 
-class ConnectionCounts:
-    """Open connections per worker, in a small file that every worker maps into memory.
+class AcceptTurns:
+    """Connections each worker has accepted, in a small file that every worker maps into memory.
 
-    Each worker writes only its own slot; the others read it to take turns
-    at accepting. A worker that died leaves a stale slot, which
-    :class:`SharedListener`'s time limit on deferring makes harmless.
+    The workers take turns: the next connection belongs to worker
+    ``sum of all counts % workers``. Each worker writes only its own slot.
     """
 
     SLOT = struct.Struct("<q")
@@ -266,71 +265,49 @@ class ConnectionCounts:
             self._map = mmap.mmap(file.fileno(), size)
         self.workers = workers
         self.index = index
-        self._set(0)
+        self._accepted = 0
+        self.SLOT.pack_into(self._map, index * self.SLOT.size, 0)
 
-    def _get(self, index: int) -> int:
-        return self.SLOT.unpack_from(self._map, index * self.SLOT.size)[0]
+    def is_mine(self) -> bool:
+        total = sum(self.SLOT.unpack_from(self._map, other * self.SLOT.size)[0] for other in range(self.workers))
+        return total % self.workers == self.index
 
-    def _set(self, value: int) -> None:
-        self.SLOT.pack_into(self._map, self.index * self.SLOT.size, value)
-
-    def mine(self) -> int:
-        return self._get(self.index)
-
-    def fewest_elsewhere(self) -> int:
-        return min((self._get(other) for other in range(self.workers) if other != self.index), default=0)
-
-    def add(self, change: int) -> None:
-        self._set(max(0, self.mine() + change))
-
-
-class _CountedConnection(socket.socket):
-    """An accepted connection that takes itself off its worker's count when it closes."""
-
-    counts: ConnectionCounts | None = None
-    _counted = False
-
-    def close(self) -> None:
-        if self._counted and self.counts is not None:
-            self._counted = False
-            self.counts.add(-1)
-        super().close()
+    def took_one(self) -> None:
+        self._accepted += 1
+        self.SLOT.pack_into(self._map, self.index * self.SLOT.size, self._accepted)
 
 
 class SharedListener(socket.socket):
-    """The inherited listening socket, shared out so that each worker gets its part of the connections.
+    """The inherited listening socket, with new connections dealt to the workers in turn.
 
     Every waiting worker wakes when a connection arrives, and the one
-    already running wins the accept, so without help one worker took every
-    connection of a client's pool and the others stayed idle. Here a worker
-    that has more open connections than the least busy other worker leaves a
-    new connection to it, for at most DEFER_SECONDS, after which it takes the
-    connection itself (the other worker may be stuck or gone). The workers
-    serve with an asyncio backlog of 1, so each wake-up accepts one
-    connection, and ``listen`` keeps the kernel's queue at LISTEN_BACKLOG.
+    already running won the accept, so one worker took every connection of
+    a client's pool and the other cores stayed idle. Here a worker accepts
+    only on its turn (:class:`AcceptTurns`); a connection whose worker has
+    not taken it within DEFER_SECONDS, because that worker is busy, stuck or
+    gone, goes to whoever calls accept next. The workers serve with an
+    asyncio backlog of 1, so each wake-up accepts one connection, and
+    ``listen`` keeps the kernel's queue at LISTEN_BACKLOG.
     """
 
-    counts: ConnectionCounts | None = None
+    turns: AcceptTurns | None = None
     _deferring_since: float | None = None
 
     def listen(self, _backlog: int = 0) -> None:
         super().listen(LISTEN_BACKLOG)
 
     def accept(self) -> tuple[socket.socket, object]:
-        counts = self.counts
-        if counts is not None and counts.mine() > counts.fewest_elsewhere():
+        turns = self.turns
+        if turns is not None and not turns.is_mine():
             now = time.monotonic()
             if self._deferring_since is None:
                 self._deferring_since = now
             if now - self._deferring_since < DEFER_SECONDS:
                 raise BlockingIOError
         self._deferring_since = None
-        descriptor, address = self._accept()  # type: ignore[attr-defined]
-        connection = _CountedConnection(self.family, self.type, self.proto, fileno=descriptor)
-        if counts is not None:
-            connection.counts = counts
-            connection._counted = True
-            counts.add(1)
+        connection, address = super().accept()
+        if turns is not None:
+            turns.took_one()
         return connection, address
 
 
@@ -362,7 +339,7 @@ def _worker_main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_format, logging.INFO)
     structlog.contextvars.bind_contextvars(worker=args.index)
     listener = SharedListener(fileno=args.listen_fd)
-    listener.counts = ConnectionCounts(metrics_dir(settings).parent / "connections", settings.workers, args.index)
+    listener.turns = AcceptTurns(metrics_dir(settings).parent / "accept-turns", settings.workers, args.index)
     role = WorkerRole(index=args.index, recover=args.recover, sweep=args.index == 0, ready_fd=args.ready_fd)
     return run_serving(settings, role, sock=listener)
 
