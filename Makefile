@@ -3,7 +3,7 @@ SIGNSERVER_HOME ?= $(CURDIR)/var
 SIGNSERVER_PORT ?= 8080
 export SIGNSERVER_HOME SIGNSERVER_PORT
 
-.PHONY: setup run test
+.PHONY: setup run test bench
 
 setup:
 	@scripts/setup.sh
@@ -14,3 +14,6 @@ run: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python -m bench
