@@ -53,10 +53,19 @@ def _cmd_init(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     from signserver.app import run_serving
+    from signserver.workers import DataDirectoryBusy, lock_data_directory
 
     if not settings.initialized_marker.exists():
         _say("Chưa khởi tạo; hãy chạy `signserver init` trước.", "Not initialised; run `signserver init` first.",
              stream=sys.stderr)
+        return 1
+    try:
+        lock_descriptor = lock_data_directory(settings)
+    except DataDirectoryBusy as busy:
+        _say(f"Không khởi động: một dịch vụ signserver khác (PID {busy.holder}) đang dùng thư mục dữ liệu "
+             f"{settings.home}. Hãy dừng dịch vụ đó, hoặc đặt SIGNSERVER_HOME khác.",
+             f"Not started: another signserver service (PID {busy.holder}) is using the data directory "
+             f"{settings.home}. Stop it, or set another SIGNSERVER_HOME.", stream=sys.stderr)
         return 1
     url = f"http://{settings.host}:{settings.port}"
     if settings.log_format == "json":
@@ -75,7 +84,7 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     if settings.workers > 1:
         from signserver.workers import serve_with_workers
 
-        return serve_with_workers(settings)
+        return serve_with_workers(settings, lock_descriptor)
     return run_serving(settings)
 
 

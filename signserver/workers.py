@@ -23,6 +23,7 @@ and summed by ``/metrics`` (prometheus_client's multiprocess mode).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import mmap
 import os
@@ -79,6 +80,38 @@ def metrics_dir(settings: Settings) -> Path:
     return settings.home / "run" / "metrics"
 
 
+class DataDirectoryBusy(Exception):
+    """Another ``signserver serve`` process serves this data directory."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
+
+
+def lock_data_directory(settings: Settings) -> int:
+    """Take the data directory for this service, or raise DataDirectoryBusy; return the lock's descriptor.
+
+    A second service on the same directory would fail the first one's
+    requests in ``signing`` as interrupted at its start-up, sign requests
+    from its queue and reset its metrics, even if it then found its port
+    taken. The lock is an flock(2) of ``run/serve.lock``; workers inherit the
+    descriptor, so the lock lasts until the last process of the service ends.
+    """
+    path = settings.home / "run" / "serve.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(descriptor, 64, 0).decode("ascii", "replace").strip() or "?"
+        os.close(descriptor)
+        raise DataDirectoryBusy(holder) from None
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    os.set_inheritable(descriptor, True)
+    return descriptor
+
+
 @dataclass
 class _Worker:
     index: int
@@ -89,9 +122,10 @@ class _Worker:
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings, listener: socket.socket) -> None:
+    def __init__(self, settings: Settings, listener: socket.socket, lock_descriptor: int) -> None:
         self.settings = settings
         self.listener = listener
+        self.lock_descriptor = lock_descriptor
         self.workers: dict[int, _Worker] = {}
         self.stop_signal: int | None = None
         self.restarts: list[float] = []
@@ -109,7 +143,7 @@ class _Supervisor:
                    "--index", str(index), "--ready-fd", str(ready_write)]
         if recover:
             command.append("--recover")
-        process = subprocess.Popen(command, env=self.env, pass_fds=(self.listener.fileno(), ready_write))
+        process = subprocess.Popen(command, env=self.env, pass_fds=(self.listener.fileno(), ready_write, self.lock_descriptor))
         os.close(ready_write)
         worker = _Worker(index, process, ready_read)
         self.workers[index] = worker
@@ -223,7 +257,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
     return listener
 
 
-def serve_with_workers(settings: Settings) -> int:
+def serve_with_workers(settings: Settings, lock_descriptor: int) -> int:
     """Run ``settings.workers`` worker processes on one port until SIGTERM or SIGINT; return the exit code."""
     from signserver.app import say_port_taken
     from signserver.store.migrate import upgrade_to_head
@@ -235,7 +269,7 @@ def serve_with_workers(settings: Settings) -> int:
         return 1
     # Once, before any worker opens the database.
     upgrade_to_head(settings.database_url)
-    supervisor = _Supervisor(settings, listener)
+    supervisor = _Supervisor(settings, listener, lock_descriptor)
 
     def on_signal(number: int, _frame: object) -> None:
         supervisor.stop_signal = number
@@ -285,7 +319,7 @@ class SharedListener(socket.socket):
     a client's pool and the other cores stayed idle. Here a worker accepts
     only on its turn (:class:`AcceptTurns`); a connection whose worker has
     not taken it within DEFER_SECONDS, because that worker is busy, stuck or
-    gone, goes to whoever calls accept next. The workers serve with an
+    gone, goes to the next worker that calls accept. The workers serve with an
     asyncio backlog of 1, so each wake-up accepts one connection, and
     ``listen`` keeps the kernel's queue at LISTEN_BACKLOG.
     """

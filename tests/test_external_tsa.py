@@ -8,6 +8,7 @@ the nonce before forwarding to the real /tsa.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,7 +68,14 @@ class FakeTsa:
 def tsa_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict, Server]]:
     home = tmp_path_factory.mktemp("tsa-home")
     credentials = init_home(home)
-    provider = Server(home, free_port()).start()
+    # The external TSA is a second service with a copy of the same data directory (same PKI and TSA key):
+    # one data directory serves one service at a time.
+    provider_home = tmp_path_factory.mktemp("tsa-provider") / "home"
+    shutil.copytree(home, provider_home)
+    conf = provider_home / "softhsm2.conf"
+    conf.write_text(conf.read_text(encoding="utf-8").replace(str(home / "tokens"), str(provider_home / "tokens")),
+                    encoding="utf-8")
+    provider = Server(provider_home, free_port()).start()
     yield home, credentials, provider
     provider.stop()
 

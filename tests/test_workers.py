@@ -193,3 +193,21 @@ def test_port_in_use_refused(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"Không mở được cổng 127.0.0.1:{port}" in result.stderr
     assert "Set another SIGNSERVER_PORT" in result.stderr
+
+
+def test_second_service_on_one_data_directory_refused(two_workers: Any) -> None:
+    """A second serve on the same data directory, even on another port, stops before touching the database."""
+    server, _credentials = two_workers
+    assert server.log_path is not None
+    before = server.log_path.read_text(encoding="utf-8")
+    for workers in ("1", "2"):
+        result = run_cli(server.home, "serve", port=free_port(), timeout=60, SIGNSERVER_WORKERS=workers)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "đang dùng thư mục dữ liệu" in result.stderr
+        assert f"PID {server.process.pid}" in result.stderr  # type: ignore[union-attr]
+        assert "Stop it, or set another SIGNSERVER_HOME" in result.stderr
+        assert "signserver.started" not in result.stdout + result.stderr
+    # The running service kept its metrics and still serves.
+    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert "signserver_hsm_signatures_total" in requests.get(f"{server.url}/metrics", timeout=10).text
+    assert server.log_path.read_text(encoding="utf-8").startswith(before)
