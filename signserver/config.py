@@ -27,7 +27,8 @@ def _int_env(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a whole number; unset it or give an integer") from None
+        raise SystemExit(f"{name}={raw!r} không phải số nguyên; hãy bỏ biến này hoặc đặt một số nguyên.\n"
+                         f"  ({name}={raw!r} is not a whole number; unset it or give an integer.)") from None
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,10 @@ def test_second_service_on_one_data_directory_refused(two_workers: Any) -> None:
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
     assert "signserver_hsm_signatures_total" in requests.get(f"{server.url}/metrics", timeout=10).text
     assert server.log_path.read_text(encoding="utf-8").startswith(before)
+
+
+def test_worker_count_not_a_number_refused(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "serve", timeout=60, SIGNSERVER_WORKERS="hai")
+    assert result.returncode == 1
+    assert "SIGNSERVER_WORKERS='hai' không phải số nguyên" in result.stderr
+    assert "is not a whole number" in result.stderr
