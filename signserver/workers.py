@@ -46,8 +46,8 @@ __all__ = ["WorkerRole", "serve_with_workers", "metrics_dir"]
 
 log = structlog.get_logger(__name__)
 
-# A worker that has not reported ready within this time is stopped; init and
-# migrations run before, so start-up only opens the HSM, the database and the TSA.
+# A worker that has not reported ready within this time is stopped. Migrations run
+# before it starts, so its start-up only opens the HSM, the database and the TSA.
 READY_TIMEOUT_SECONDS = 120
 # More exits than this within RESTART_WINDOW_SECONDS stop the whole service.
 MAX_RESTARTS = 5
@@ -59,13 +59,13 @@ STOP_TIMEOUT_SECONDS = 75.0
 POLL_SECONDS = 0.2
 # Connections the kernel queues for the workers to accept.
 LISTEN_BACKLOG = 1024
-# Longest time a worker leaves a new connection to the worker whose turn it is before taking it.
+# Maximum time a worker leaves a new connection to the worker whose turn it is before taking it.
 DEFER_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
 class WorkerRole:
-    """What one process does besides serving requests."""
+    """The duties of one worker process besides serving requests."""
 
     index: int = 0
     # Fail requests left in signing and queue the approved ones: only before any other worker serves.
@@ -317,7 +317,7 @@ class SharedListener(socket.socket):
     Every waiting worker wakes when a connection arrives, and the one
     already running won the accept, so one worker took every connection of
     a client's pool and the other cores stayed idle. Here a worker accepts
-    only on its turn (:class:`AcceptTurns`); a connection whose worker has
+    only on its turn (:class:`AcceptTurns`). A connection whose worker has
     not taken it within DEFER_SECONDS, because that worker is busy, stuck or
     gone, goes to the next worker that calls accept. The workers serve with an
     asyncio backlog of 1, so each wake-up accepts one connection, and

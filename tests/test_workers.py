@@ -92,7 +92,7 @@ def certificate_of(client: CscClient) -> x509.Certificate:
     return x509.load_der_x509_certificate(base64.b64decode(response.json()["cert"]["certificates"][0]))
 
 
-def test_two_workers_serve_one_port_and_sum_their_metrics(two_workers: Any) -> None:
+def test_two_workers_sum_metrics(two_workers: Any) -> None:
     server, credentials = two_workers
     assert server.process is not None
     workers = children_of(server.process.pid)

@@ -150,7 +150,7 @@ def open_png(data: bytes, image: str = "image") -> Image.Image:
     """Validate ``data`` with ``check_png`` and return it decoded as an RGBA image.
 
     A key's image is the same for each of its signatures, so the last few
-    decoded images are kept; the caller gets a copy it may change.
+    decoded images are kept. The caller gets a copy it may change.
     """
     return _decoded_png(data, image).copy()
 

@@ -15,7 +15,8 @@ processes, which wakes a waiter as soon as the holder lets go.
 Transactions that only read (``Store.read_only``) skip the queue: in WAL mode
 they read a snapshot while a writer works.
 
-A transaction that holds the queue never waits for SQLite's lock, so its
+A transaction that holds the queue does not wait for SQLite's lock, unless a
+process outside the service (the sqlite3 shell, say) holds it. So its
 statements run directly on the event loop's thread (``InlineSqliteConnection``):
 each statement takes microseconds, where aiosqlite's hand-over to its own
 thread and back cost two thread wake-ups, about 0.2 ms each on the test
@@ -239,7 +240,7 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def read_only(self) -> AsyncIterator["Transaction"]:
-        """A transaction for reading only, which neither waits for nor blocks the writers.
+        """Open a transaction for reading only, which neither waits for nor blocks the writers.
 
         On SQLite it reads a snapshot (a deferred BEGIN in WAL mode) without
         the transaction queue. Nothing may be written in it: on SQLite the
@@ -658,8 +659,8 @@ class Transaction:
         """Add ``count`` to each (application id, period, limit) counter that stays within its limit.
 
         ``existing`` names the counters that have a row, as read in this
-        transaction; the others are created at 0 first (a row another
-        transaction created meanwhile is kept). One UPDATE then raises every
+        transaction. The others are created at 0 first, and a row another
+        transaction created meanwhile is kept. One UPDATE then raises every
         counter whose limit allows it, so on PostgreSQL a concurrent
         transaction cannot push a counter past its limit. Returns the
         counters not raised, in the order of ``additions``: when there are
