@@ -93,6 +93,12 @@ class RevocationFetcher:
     ``clock`` only decides when cached responses expire; tests move it forward.
     Call ``close`` on the event loop that used the fetcher, at shut-down.
 
+    Each HTTP request gets ``timeout_seconds`` from connecting to the last
+    byte. The requests of one validation context, which include those of one
+    signer certificate check, end within ``max_seconds_per_context``, by
+    default three timeouts: enough for two responders and a CRL server that
+    all run out of time.
+
     NOTE: the cache and the HTTP session are not thread-safe. Use the fetcher
     from the service's event loop only, not from worker threads that run
     event loops of their own.
@@ -106,10 +112,14 @@ class RevocationFetcher:
         max_age: timedelta = timedelta(seconds=60),
         ocsp_default_age: timedelta = timedelta(minutes=5),
         ocsp_nonce: bool = True,
+        max_seconds_per_context: float | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        if max_seconds_per_context is None:
+            max_seconds_per_context = 3 * timeout_seconds
         self.settings = FetchSettings(
             timeout_seconds=timeout_seconds,
+            max_seconds_per_context=max_seconds_per_context,
             max_response_bytes=max_response_bytes,
             max_age=max_age,
             ocsp_default_age=ocsp_default_age,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -38,6 +39,8 @@ from pyhanko_certvalidator.fetchers.common_utils import (
     unpack_cert_content,
 )
 from pyhanko_certvalidator.util import get_ocsp_urls, get_relevant_crl_dps, issuer_serial
+
+from .revocation_ocsp import ocsp_response_problem
 
 __all__ = ["FetchSettings", "FetchFailure", "SharedFetching", "ContextFetchers", "REVOCATION_FETCHES"]
 
@@ -72,11 +75,17 @@ class FetchSettings:
     # Maximum network requests of one validation context. Responses served from the cache do not
     # count. It bounds the traffic that certificates in an uploaded document can cause.
     max_requests_per_context: int = 32
+    # Maximum time of the network requests of one validation context, from its first request. Each
+    # request gets at most ``timeout_seconds`` of it, so a certificate that names many slow servers
+    # delays a signature by this long, not by ``max_requests_per_context`` timeouts.
+    max_seconds_per_context: float = 15.0
     max_cache_entries: int = 4096
 
     def __post_init__(self) -> None:
         if self.timeout_seconds <= 0:
             raise ValueError(f"timeout_seconds must be positive, got {self.timeout_seconds}")
+        if self.max_seconds_per_context <= 0:
+            raise ValueError(f"max_seconds_per_context must be positive, got {self.max_seconds_per_context}")
         if self.max_response_bytes <= 0:
             raise ValueError(f"max_response_bytes must be positive, got {self.max_response_bytes}")
         if self.max_age < timedelta(0):
@@ -117,11 +126,16 @@ class SharedFetching:
         self._cache.clear()
 
     async def ocsp_response(
-        self, cert: x509.Certificate, authority: Authority, charge: Callable[[], None]
+        self, cert: x509.Certificate, authority: Authority, charge: Callable[[], float],
+        record: Callable[[FetchFailed], None],
     ) -> ocsp.OCSPResponse:
         """Return the OCSP response for ``cert``, from the cache or from its responders in turn.
 
-        Raises FetchFailed when the certificate names no http(s) responder or none returned a usable response.
+        A responder that cannot be reached, or whose response is unusable
+        (see ``ocsp_response_problem``), is skipped for the next one, and
+        ``record`` receives the URLs skipped before one succeeded. Raises
+        FetchFailed when the certificate names no http(s) responder or none
+        returned a usable response.
         """
         urls = get_ocsp_urls(cert)
         if not urls:
@@ -135,31 +149,38 @@ class SharedFetching:
                     cert, authority, certid_hash_algo=CERTID_HASH_ALGORITHM, request_nonces=self.settings.ocsp_nonce
                 )
                 try:
-                    charge()
+                    timeout = charge()
                     body, _content_type = await self._http.fetch(
-                        "ocsp", url, data=request.dump(),
+                        "ocsp", url, timeout, data=request.dump(),
                         headers={"Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"},
                     )
                     response = process_ocsp_response_data(body, ocsp_request=request, ocsp_url=url)
+                    # Staleness is judged by the wall clock, because ``self.clock`` may run ahead in tests.
+                    problem = ocsp_response_problem(response, cert_id, authority, utc_now())
+                    if problem is not None:
+                        raise OCSPValidationError(problem)
                     expires_at = self._ocsp_expiry(response)
                 except FetchFailed as exc:
                     failures.extend(exc.failures)
                     continue
-                except (OCSPFetchError, OCSPValidationError, ValueError) as exc:
+                except (OCSPFetchError, OCSPValidationError, ValueError, KeyError, TypeError) as exc:
                     failures.append(FetchFailure(url, str(exc)[:200] or type(exc).__name__))
                     log.warning("revocation.ocsp_response_unusable", url=url, error=str(exc)[:200])
                     continue
+                if failures:
+                    record(FetchFailed(failures))
                 return response, expires_at
             raise FetchFailed(failures)
 
         return await self._cache.get_or_fetch(("ocsp", cert_id.dump()), download)  # type: ignore[no-any-return]
 
-    async def crl(self, url: str, charge: Callable[[], None]) -> crl.CertificateList:
+    async def crl(self, url: str, charge: Callable[[], float]) -> crl.CertificateList:
         """Return the CRL at ``url``, DER or PEM, from the cache or downloaded."""
 
         async def download() -> tuple[crl.CertificateList, datetime]:
-            charge()
-            body, _content_type = await self._http.fetch("crl", url, headers={"Accept": "application/pkix-crl"})
+            timeout = charge()
+            body, _content_type = await self._http.fetch("crl", url, timeout,
+                                                         headers={"Accept": "application/pkix-crl"})
             try:
                 if pem.detect(body):
                     _type, _headers, body = pem.unarmor(body)
@@ -171,12 +192,13 @@ class SharedFetching:
 
         return await self._cache.get_or_fetch(("crl", url), download)  # type: ignore[no-any-return]
 
-    async def certificates(self, url: str, charge: Callable[[], None]) -> list[x509.Certificate]:
+    async def certificates(self, url: str, charge: Callable[[], float]) -> list[x509.Certificate]:
         """Return the certificates served at a caIssuers ``url`` (DER, PEM or a certs-only PKCS#7)."""
 
         async def download() -> tuple[list[x509.Certificate], datetime]:
-            charge()
-            body, content_type = await self._http.fetch("cert", url, headers={"Accept": "application/pkix-cert"})
+            timeout = charge()
+            body, content_type = await self._http.fetch("cert", url, timeout,
+                                                        headers={"Accept": "application/pkix-cert"})
             try:
                 certificates = list(unpack_cert_content(body, content_type, url, permit_pem=True))
             except ValueError as exc:
@@ -213,6 +235,8 @@ class ContextFetchers:
         self.preloaded_ocsps = list(preloaded_ocsps)
         self.failures: list[FetchFailure] = []
         self.requests_made = 0
+        # time.monotonic() by which this context's requests must end, set by its first request.
+        self._deadline: float | None = None
 
     def as_pyhanko(self) -> Fetchers:
         return Fetchers(
@@ -221,12 +245,25 @@ class ContextFetchers:
             cert_fetcher=_CertificateFetcher(self),
         )
 
-    def charge(self) -> None:
-        """Count one network request, or raise FetchFailed once the context's budget is spent."""
-        limit = self.shared.settings.max_requests_per_context
+    def charge(self) -> float:
+        """Count one network request and return its timeout in seconds.
+
+        Raises FetchFailed once the context has made ``max_requests_per_context``
+        requests, or spent ``max_seconds_per_context`` since its first one.
+        """
+        settings = self.shared.settings
+        limit = settings.max_requests_per_context
         if self.requests_made >= limit:
             raise FetchFailed([FetchFailure("-", f"more than {limit} OCSP, CRL or certificate requests for one check")])
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + settings.max_seconds_per_context
+        remaining = self._deadline - now
+        if remaining <= 0:
+            raise FetchFailed([FetchFailure("-", f"the OCSP, CRL and certificate requests for one check took more "
+                                                 f"than {settings.max_seconds_per_context:g} s")])
         self.requests_made += 1
+        return min(settings.timeout_seconds, remaining)
 
     def record(self, failed: FetchFailed) -> None:
         for failure in failed.failures:
@@ -244,7 +281,8 @@ class _OcspFetcher(OCSPFetcher):
         tag = (issuer_serial(cert), authority.hashable)
         if tag not in self.results:
             try:
-                self.results[tag] = await self.context.shared.ocsp_response(cert, authority, self.context.charge)
+                self.results[tag] = await self.context.shared.ocsp_response(cert, authority, self.context.charge,
+                                                                             self.context.record)
             except FetchFailed as exc:
                 self.context.record(exc)
                 self.results[tag] = OCSPFetchError(f"no usable OCSP response: {exc}")
@@ -354,7 +392,7 @@ def _ocsp_response_covers(response: ocsp.OCSPResponse, cert: x509.Certificate) -
 
 
 class _HttpClient:
-    """GET and POST over aiohttp with a total timeout, a response size limit and http(s) URLs only."""
+    """GET and POST over aiohttp with a timeout per request, a response size limit and http(s) URLs only."""
 
     def __init__(self, settings: FetchSettings) -> None:
         self.settings = settings
@@ -374,11 +412,14 @@ class _HttpClient:
             await self._session.close()
         self._session = None
 
-    async def fetch(self, kind: str, url: str, *, data: bytes | None = None,
+    async def fetch(self, kind: str, url: str, timeout: float, *, data: bytes | None = None,
                     headers: dict[str, str]) -> tuple[bytes, str | None]:
-        """POST ``data`` to ``url``, or GET ``url`` when ``data`` is None, and return the body and its content type."""
+        """POST ``data`` to ``url``, or GET ``url`` when ``data`` is None, and return the body and its content type.
+
+        ``timeout`` bounds the whole exchange in seconds, from connecting to the last byte of the body.
+        """
         try:
-            body, content_type = await self._fetch(url, data=data, headers=headers)
+            body, content_type = await self._fetch(url, timeout, data=data, headers=headers)
         except FetchFailed as exc:
             REVOCATION_FETCHES.labels(kind=kind, result="failed").inc()
             log.warning("revocation.fetch_failed", kind=kind, url=url, error=str(exc)[:300])
@@ -387,11 +428,11 @@ class _HttpClient:
         log.info("revocation.fetched", kind=kind, url=url, size=len(body))
         return body, content_type
 
-    async def _fetch(self, url: str, *, data: bytes | None, headers: dict[str, str]) -> tuple[bytes, str | None]:
+    async def _fetch(self, url: str, timeout: float, *, data: bytes | None,
+                     headers: dict[str, str]) -> tuple[bytes, str | None]:
         if not url.lower().startswith(("http://", "https://")):
             raise FetchFailed([FetchFailure(url, "only http and https URLs are fetched")])
         limit = self.settings.max_response_bytes
-        timeout = self.settings.timeout_seconds
         method = "GET" if data is None else "POST"
         try:
             async with self._get_session().request(
@@ -410,7 +451,7 @@ class _HttpClient:
                         raise FetchFailed([FetchFailure(url, f"response is larger than the limit of {limit} bytes")])
                 return bytes(body), response.headers.get("Content-Type")
         except asyncio.TimeoutError:
-            raise FetchFailed([FetchFailure(url, f"no complete response within {timeout:g} s")]) from None
+            raise FetchFailed([FetchFailure(url, f"no complete response within {timeout:.3g} s")]) from None
         except aiohttp.ClientError as exc:
             raise FetchFailed([FetchFailure(url, f"{type(exc).__name__}: {exc}"[:200])]) from None
 

@@ -41,7 +41,7 @@ class FailoverTimeStamper(TimeStamper):
         headers = {"Content-Type": TSA_QUERY_CONTENT_TYPE, "Accept": TSA_REPLY_CONTENT_TYPE}
         async with session.post(url, data=query, headers=headers) as response:
             if response.status != 200:
-                raise TimestampRequestError(f"HTTP {response.status}")
+                raise TimestampRequestError(f"HTTP status {response.status}")
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if content_type != TSA_REPLY_CONTENT_TYPE:
                 raise TimestampRequestError(f"content type {content_type!r}, expected {TSA_REPLY_CONTENT_TYPE}")
@@ -54,6 +54,16 @@ class FailoverTimeStamper(TimeStamper):
             raise TimestampRequestError(f"reply is not a DER TimeStampResp: {exc}") from exc
 
     async def async_timestamp(self, message_digest: bytes, md_algorithm: str) -> cms.ContentInfo:
+        """Return the first token that a TSA of ``urls`` grants for this imprint, trying them in order.
+
+        Each TSA gets at most ``timeout_seconds`` for the whole exchange, so
+        a failed call takes at most ``len(urls) * timeout_seconds``. Raises
+        TimestampRequestError naming every URL and why it failed.
+
+        NOTE: the token's signature and the TSA's certificate are not checked
+        here, so a token that fails them is not replaced by the next TSA's.
+        The validation before release rejects the signed file instead.
+        """
         failures = []
         async with aiohttp.ClientSession(timeout=self.timeout) as session:
             for url in self.urls:
@@ -62,7 +72,18 @@ class FailoverTimeStamper(TimeStamper):
                     response = await self._fetch(session, url, request.dump())
                     return checked_token(response, nonce, message_digest, md_algorithm)
                 except (TimestampRequestError, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    reason = f"{type(exc).__name__}: {exc}"[:200]
+                    reason = self._failure_reason(exc)
                     log.warning("tsa.request_failed", url=url, reason=reason)
                     failures.append(f"{url}: {reason}")
         raise TimestampRequestError("no TSA returned a usable token: " + "; ".join(failures))
+
+    def _failure_reason(self, exc: Exception) -> str:
+        """Describe ``exc`` in a few words, because the error of a signing failure keeps only 200 characters."""
+        if isinstance(exc, TimeoutError):
+            # asyncio.TimeoutError is TimeoutError since Python 3.11, and aiohttp raises it without a message.
+            return f"no complete response within {self.timeout.total:g} s"
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return f"connection failed: {exc.os_error.strerror or type(exc.os_error).__name__}"
+        if isinstance(exc, TimestampRequestError):
+            return str(exc)[:200]
+        return f"{type(exc).__name__}: {exc}"[:200]
