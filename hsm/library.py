@@ -119,7 +119,9 @@ def reinitialize_library(library: pkcs11.lib, module_path: str) -> None:
         try:
             library.initialize()
         except PKCS11Error as exc:
-            raise HsmUnavailable(f"C_Initialize failed for PKCS#11 module {module_path}: {exc}") from exc
+            raise HsmUnavailable(
+                f"C_Initialize failed for PKCS#11 module {module_path}: {describe_error(exc)}"
+            ) from exc
         _initialized_in[module_path] = os.getpid()
 
 

@@ -3,7 +3,9 @@
 Every call borrows a logged-in session from a :class:`hsm.pool.SessionPool`.
 When the session, login or device fails during a call, the pool is dropped.
 It is opened again, with a new login, after a short back-off and at most
-once per call (see :meth:`Hsm._run`).
+once per call (see :meth:`Hsm._run`). While reopening keeps failing, the
+wait between attempts doubles up to ``MAX_REOPEN_BACKOFF_SECONDS``, and calls
+made during a wait raise HsmUnavailable at once instead of waiting.
 
 Processes that fork: a child must call :meth:`Hsm.open` itself, after the
 fork. Sessions opened in the parent are not valid in the child, and an
@@ -27,7 +29,7 @@ from pkcs11.types import SignMixin
 
 from hsm import inventory, keygen, wrapping
 from hsm.config import HsmConfig
-from hsm.errors import HsmError, HsmUnavailable
+from hsm.errors import HsmError, HsmUnavailable, KeyNotFound
 from hsm.library import describe_error, find_token, load_library, module_lock, reinitialize_library
 from hsm.mechanisms import CURVES, sign_mechanism
 from hsm.pool import LoginRejected, PoolClosed, PooledSession, PoolStale, SessionPool, is_session_fault
@@ -40,8 +42,14 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 # Wait between a session fault and the next attempt to open sessions, so that
-# a failing token is not hammered by every waiting thread.
+# a failing token is not hammered by every waiting thread. A call sleeps
+# through this first wait, so that one lost session costs it no error.
 REOPEN_BACKOFF_SECONDS = 0.2
+
+# Maximum wait between two failed attempts to reopen. Each failure doubles the
+# wait, starting from REOPEN_BACKOFF_SECONDS, so C_Initialize runs at most once
+# per this many seconds while the token stays away.
+MAX_REOPEN_BACKOFF_SECONDS = 5.0
 
 # A call moves to a newer pool when another thread replaced the one it
 # waited on; past this many moves it gives up with HsmUnavailable.
@@ -61,6 +69,8 @@ class Hsm:
         self._config = config
         # Guards _pool, _library, _is_open, _pid and the reopen state.
         self._lock = threading.Lock()
+        # Guards _available and _down_since. Separate from _lock, which a reopen holds for a while.
+        self._state_lock = threading.Lock()
         # Makes the "no object with this id or label" check and the key
         # generation one step for the threads of this process.
         self._generate_lock = threading.Lock()
@@ -70,7 +80,11 @@ class Hsm:
         self._pid: int | None = None
         self._login_rejected: LoginRejected | None = None
         self._reopen_not_before = 0.0
-        self._last_probe_ok: bool | None = None
+        # Failed reopen attempts since the pool was last open; sets the back-off.
+        self._reopen_failures = 0
+        # The outcome of the last call or probe, for readiness checks.
+        self._available = False
+        self._down_since: float | None = None
 
     # Lifecycle
 
@@ -90,6 +104,12 @@ class Hsm:
             self._pool = self._open_pool_locked()
             self._pid = os.getpid()
             self._is_open = True
+            self._reopen_failures = 0
+            self._reopen_not_before = 0.0
+
+        with self._state_lock:
+            self._available = True
+            self._down_since = None
 
         try:
             self.check_unambiguous()
@@ -110,6 +130,8 @@ class Hsm:
             was_open = self._is_open
             self._is_open = False
             self._discard_pool_locked()
+        with self._state_lock:
+            self._available = False
         if was_open:
             log.info("hsm.closed", token_label=self._config.token_label)
 
@@ -285,11 +307,23 @@ class Hsm:
 
         return self._run("decrypt_secret", decrypt)
 
+    @property
+    def available(self) -> bool:
+        """Whether the last call or probe reached the token.
+
+        A call that raised HsmUnavailable makes it False, and a call or probe
+        that succeeded makes it True again. It is False before :meth:`open`
+        and after :meth:`close`. Reading it does not touch the token.
+        """
+        return self._available
+
     def probe(self) -> bool:
         """Check that the token responds: C_GetTokenInfo, then C_GenerateRandom on an idle session.
 
-        Reopens a dropped pool like any other call. Returns False on any
-        failure and never raises. Logs only when the result changes, because
+        Reopens a dropped pool like any other call, back-off included, so a
+        probe made while reopening waits returns False without reaching the
+        token. Returns False on any failure and never raises. Updates
+        :attr:`available`, logging only its changes, because keep-alive and
         readiness checks call it every few seconds.
         """
         pool: SessionPool | None = None
@@ -313,13 +347,13 @@ class Hsm:
         except PKCS11Error as exc:
             if pool is not None and is_session_fault(exc):
                 self._drop_pool(pool, "probe", describe_error(exc))
-            return self._record_probe(False, describe_error(exc))
+            return self._record_availability(False, describe_error(exc))
         except HsmError as exc:
-            return self._record_probe(False, str(exc))
+            return self._record_availability(False, str(exc))
         except Exception as exc:  # noqa: BLE001 - probe() must never raise
             log.exception("hsm.probe.error", token_label=self._config.token_label)
-            return self._record_probe(False, repr(exc))
-        return self._record_probe(True, None)
+            return self._record_availability(False, repr(exc))
+        return self._record_availability(True, None)
 
     # Internals
 
@@ -329,15 +363,31 @@ class Hsm:
         Other PKCS#11 errors become HsmError naming ``operation``. With
         ``retry=False`` the call still reopens a pool that an earlier call
         dropped, but after a fault of its own it drops the pool and raises
-        without repeating the action.
+        without repeating the action. Updates :attr:`available`.
         """
+        try:
+            result = self._run_with_reopen(operation, action, retry=retry)
+        except HsmUnavailable as exc:
+            self._record_availability(False, str(exc))
+            raise
+        self._record_availability(True, None)
+        return result
+
+    def _run_with_reopen(self, operation: str, action: Callable[[PooledSession], T], *, retry: bool) -> T:
         reopened = False
         for _ in range(MAX_POOL_SWITCHES):
             pool, reopened_now = self._pool_for_call(may_reopen=not reopened)
             reopened = reopened or reopened_now
             try:
                 with pool.borrow(self._config.borrow_timeout) as pooled, module_lock(self._config.module_path):
-                    return action(pooled)
+                    try:
+                        return action(pooled)
+                    except KeyNotFound:
+                        # SoftHSM 2.6 finds no objects once its token directory
+                        # is gone, so check that the token is still there:
+                        # C_GetTokenInfo then fails with a session fault.
+                        pool.token.slot.get_token()
+                        raise
             except PoolClosed:
                 continue
             except PoolStale:
@@ -393,14 +443,18 @@ class Hsm:
                     f"the session pool of token {self._config.token_label!r} is down and this call "
                     "may not reopen it again"
                 )
+            delay = self._reopen_not_before - time.monotonic()
+            if delay > 0 and self._reopen_failures > 0:
+                raise HsmUnavailable(
+                    f"token {self._config.token_label!r} is unavailable after {self._reopen_failures} failed "
+                    f"attempts to reopen sessions; the next attempt is in {delay:.1f} s"
+                )
+            if delay > 0:
+                time.sleep(delay)
             self._pool = self._reopen_locked()
             return self._pool, True
 
     def _reopen_locked(self) -> SessionPool:
-        delay = self._reopen_not_before - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-
         try:
             try:
                 pool = self._open_pool_locked()
@@ -423,10 +477,14 @@ class Hsm:
             log.error("hsm.login.rejected", token_label=self._config.token_label, error=str(exc))
             raise
         except HsmError as exc:
-            self._reopen_not_before = time.monotonic() + REOPEN_BACKOFF_SECONDS
-            log.warning("hsm.session_pool.reopen_failed", token_label=self._config.token_label, error=str(exc))
+            self._reopen_failures += 1
+            backoff = min(REOPEN_BACKOFF_SECONDS * 2**self._reopen_failures, MAX_REOPEN_BACKOFF_SECONDS)
+            self._reopen_not_before = time.monotonic() + backoff
+            log.warning("hsm.session_pool.reopen_failed", token_label=self._config.token_label, error=str(exc),
+                        attempt=self._reopen_failures, retry_in_seconds=round(backoff, 1))
             raise HsmUnavailable(f"cannot reopen sessions on token {self._config.token_label!r}: {exc}") from exc
 
+        self._reopen_failures = 0
         log.info("hsm.session_pool.reopened", token_label=self._config.token_label, pool_size=self._config.pool_size)
         return pool
 
@@ -472,6 +530,7 @@ class Hsm:
             # In a forked child only this thread exists, so a lock that another
             # parent thread held at fork time would never be released.
             self._lock = threading.Lock()
+            self._state_lock = threading.Lock()
             self._generate_lock = threading.Lock()
 
     def _discard_pool_locked(self) -> None:
@@ -483,13 +542,19 @@ class Hsm:
         else:
             pool.abandon()
 
-    def _record_probe(self, ok: bool, error: str | None) -> bool:
-        if ok != self._last_probe_ok:
-            if ok:
-                log.info("hsm.probe.ok", token_label=self._config.token_label)
-            else:
-                log.warning("hsm.probe.failed", token_label=self._config.token_label, error=error)
-        self._last_probe_ok = ok
+    def _record_availability(self, ok: bool, error: str | None) -> bool:
+        """Set :attr:`available` to ``ok``, logging ``hsm.up`` or ``hsm.down`` when it changes, and return ``ok``."""
+        with self._state_lock:
+            if ok == self._available:
+                return ok
+            self._available = ok
+            now = time.monotonic()
+            down_since, self._down_since = self._down_since, (None if ok else now)
+        if ok:
+            down_seconds = None if down_since is None else round(now - down_since, 1)
+            log.info("hsm.up", token_label=self._config.token_label, down_seconds=down_seconds)
+        else:
+            log.warning("hsm.down", token_label=self._config.token_label, error=error)
         return ok
 
 

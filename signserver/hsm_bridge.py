@@ -2,7 +2,9 @@
 
 Every PKCS#11 call runs in a thread executor: python-pkcs11 releases the GIL
 during C_Sign and C_Encrypt, so the event loop keeps serving while the HSM
-works. PKCS#11 failures become ``hsm_unavailable`` (HTTP 503).
+works. PKCS#11 failures become ``hsm_unavailable`` (HTTP 503). A keep-alive
+task probes the token between requests, so that a dead HSM shows in
+``/readyz`` and in the ``signserver_hsm_up`` gauge before a user meets it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, TypeVar
 
 from asn1crypto import algos, pem, x509
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 import hsm
 from signserver.core.errors import HsmUnavailable
@@ -22,7 +24,8 @@ from signserver.signing.keys import SigningKey
 from signserver.store.records import Credential
 
 __all__ = ["HsmSecretBox", "HsmRawSigner", "HsmKeyVault", "signing_key_for", "chain_from_pem", "run_hsm",
-           "sign_in_hsm", "sign_many_in_hsm", "rsa_digest_info", "ecdsa_der", "HSM_SIGNATURES"]
+           "sign_in_hsm", "sign_many_in_hsm", "rsa_digest_info", "ecdsa_der", "keep_hsm_alive", "HSM_SIGNATURES",
+           "HSM_UP"]
 
 T = TypeVar("T")
 
@@ -35,6 +38,15 @@ HSM_SIGNATURES = Counter(
     ["mechanism"],
 )
 
+# With several workers, /metrics reports the lowest value of the live workers, so 0 means at least one
+# worker cannot reach the HSM. NOTE: a worker that exited keeps its last value until the supervisor
+# calls prometheus_client.multiprocess.mark_process_dead() for it.
+HSM_UP = Gauge(
+    "signserver_hsm_up",
+    "1 when this worker's last HSM call or keep-alive probe reached the token, else 0; set at each probe.",
+    multiprocess_mode="livemin",
+)
+
 
 async def run_hsm(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     loop = asyncio.get_running_loop()
@@ -42,6 +54,21 @@ async def run_hsm(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await loop.run_in_executor(None, lambda: function(*args, **kwargs))
     except hsm.HsmUnavailable as exc:
         raise HsmUnavailable(reason=str(exc)[:200]) from exc
+
+
+async def keep_hsm_alive(token: hsm.Hsm, interval_seconds: float) -> None:
+    """Probe ``token`` every ``interval_seconds`` and export the outcome as ``HSM_UP``, until cancelled.
+
+    ``Hsm.probe`` reopens a dropped pool with the token's back-off and logs
+    ``hsm.down`` and ``hsm.up`` when the token's state changes, so requests
+    after an outage find the sessions open again.
+    """
+    loop = asyncio.get_running_loop()
+    while True:
+        # Hsm.probe catches every Exception and returns False, so only cancelling ends this loop.
+        await loop.run_in_executor(None, token.probe)
+        HSM_UP.set(1 if token.available else 0)
+        await asyncio.sleep(interval_seconds)
 
 
 async def sign_in_hsm(token: hsm.Hsm, key_id: bytes, mechanism: str, data: bytes, **options: Any) -> bytes:

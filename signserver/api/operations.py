@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import structlog
 import yaml
 from aiohttp import web
+from asn1crypto import tsp
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from signserver.core.errors import HsmUnavailable
 from signserver.http_streams import read_at_most
+from signserver.i18n import message, negotiate_language
+from signserver.signing.tsa import TimeStampResp
 
 __all__ = ["routes", "openapi_document"]
+
+log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
 TSA_QUERY_TYPE = "application/timestamp-query"
 TSA_REPLY_TYPE = "application/timestamp-reply"
 MAX_TSA_QUERY_BYTES = 16 * 1024
+# Seconds a client should wait before it retries a time-stamp query that the HSM could not sign.
+TSA_RETRY_AFTER_SECONDS = 5
 
 
 @lru_cache(maxsize=1)
@@ -37,11 +45,10 @@ async def healthz(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    hsm = request.app["hsm"]
     store = request.app["store"]
-    loop = asyncio.get_running_loop()
     checks = {
-        "hsm": await loop.run_in_executor(None, hsm.probe),
+        # The outcome of the last HSM call or keep-alive probe, so a readiness poll never waits on the HSM.
+        "hsm": request.app["hsm"].available,
         "database": await store.ping(),
         "tsa": request.app.get("tsa") is not None,
     }
@@ -79,5 +86,29 @@ async def timestamp(request: web.Request) -> web.Response:
     if len(query) > MAX_TSA_QUERY_BYTES:
         return web.Response(status=413, text=f"time-stamp query larger than {MAX_TSA_QUERY_BYTES} bytes\n")
     # A malformed query still gets a TimeStampResp (status rejection, failInfo badDataFormat/badRequest).
-    reply = await request.app["tsa"].respond(query)
+    try:
+        reply = await request.app["tsa"].respond(query)
+    except HsmUnavailable as error:
+        log.info("tsa.hsm_unavailable", reason=error.params.get("reason"))
+        return _hsm_unavailable_reply(request)
     return web.Response(body=reply, content_type=TSA_REPLY_TYPE)
+
+
+def _hsm_unavailable_reply(request: web.Request) -> web.Response:
+    """Return HTTP 503 with Retry-After and a TimeStampResp of status rejection, failInfo systemFailure.
+
+    RFC 3161 section 2.4.2 names systemFailure for a request that "cannot be
+    handled due to system failure", so a client that reads only the body gets
+    a protocol response, and an HTTP client sees a 503 it may retry. The
+    statusString contains the stable code, then the message in the client's language.
+    """
+    language = negotiate_language(request.headers.get("Accept-Language"))
+    status = tsp.PKIStatusInfo({
+        "status": "rejection",
+        "status_string": tsp.PKIFreeText(["hsm_unavailable", message("hsm_unavailable", language)]),
+        "fail_info": tsp.PKIFailureInfo({"system_failure"}),
+    })
+    return web.Response(
+        status=503, body=TimeStampResp({"status": status}).dump(), content_type=TSA_REPLY_TYPE,
+        headers={"Retry-After": str(TSA_RETRY_AFTER_SECONDS), "Content-Language": language},
+    )
