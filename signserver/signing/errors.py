@@ -15,6 +15,7 @@ from signserver.errors import Conflict, InvalidInput, SignserverError, Unavailab
 
 __all__ = [
     "PdfInvalid",
+    "PdfTooComplex",
     "PdfPasswordRequired",
     "PdfPasswordInvalid",
     "PdfEncryptionUnsupported",
@@ -51,6 +52,15 @@ class PdfInvalid(InvalidInput):
     """
 
     code = "pdf_invalid"
+
+
+class PdfTooComplex(InvalidInput):
+    """The PDF exceeds a limit on the work of reading it: cross-reference entries, pages, or page tree nodes or depth.
+
+    Params: ``reason``, which limit was exceeded and by what value.
+    """
+
+    code = "pdf_too_complex"
 
 
 class PdfPasswordRequired(InvalidInput):

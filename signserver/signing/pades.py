@@ -54,7 +54,13 @@ from signserver.signing.pades_levels import (
     presign_validation_error,
     relevant_validation_info,
 )
-from signserver.signing.pdf_inspect import PDF_PARSE_ERRORS, open_pdf_reader, pdf_parse_errors, read_pdf_info
+from signserver.signing.pdf_inspect import (
+    MAX_PAGE_TREE_DEPTH,
+    PDF_PARSE_ERRORS,
+    open_pdf_reader,
+    pdf_parse_errors,
+    read_pdf_info,
+)
 from signserver.signing.stamp import StampSpec, stamp_text_params
 
 __all__ = [
@@ -86,8 +92,6 @@ _COPY_CHUNK_BYTES = 1024 * 1024
 _MAX_FIELD_NAME_LENGTH = 127
 # Generous bound for the search of a free default field name.
 _MAX_DEFAULT_FIELD_NUMBER = 10_000
-# Bound on /Parent hops when looking up an inherited page box.
-_MAX_PAGE_TREE_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -348,7 +352,9 @@ def _inherited_page_box(page: generic.DictionaryObject) -> tuple[float, float, f
     """Return the page's /CropBox, else its /MediaBox, normalised, looking up /Parent nodes."""
     for box_name in ("/CropBox", "/MediaBox"):
         node = page
-        for _ in range(_MAX_PAGE_TREE_DEPTH):
+        # read_pdf_info rejects deeper /Kids trees, so only a /Parent chain that
+        # disagrees with /Kids, such as a cycle, reaches this bound.
+        for _ in range(MAX_PAGE_TREE_DEPTH):
             if box_name in node:
                 x1, y1, x2, y2 = (float(value) for value in node[box_name])
                 return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)

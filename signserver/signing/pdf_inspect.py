@@ -6,6 +6,13 @@ applies its decode limits for untrusted input. Every parse failure becomes
 ``PdfInvalid`` with a short reason, and no raw parser exception reaches the
 caller. Encryption follows ISO 32000-2 section 7.6: only the standard
 password security handler is supported.
+
+A file that would make the parser work without bound is rejected with
+``PdfTooComplex`` before that work is done. The limits are on
+cross-reference entries, pages, page tree nodes and page tree depth.
+pyHanko bounds the decoded size of streams itself (``DecodeLimits``).
+Nesting deeper than Python's recursion limit ends in RecursionError, which
+becomes ``PdfInvalid``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +34,7 @@ from pyhanko.pdf_utils.crypt.api import AuthResult, AuthStatus, PdfMacStatus
 from pyhanko.pdf_utils.crypt.permissions import StandardPermissions
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
+from pyhanko.pdf_utils.xref import XRefEntry, XRefSectionData
 from pyhanko.sign.fields import enumerate_sig_fields
 
 from signserver.signing.errors import (
@@ -35,6 +44,7 @@ from signserver.signing.errors import (
     PdfPasswordInvalid,
     PdfPasswordRequired,
     PdfSigningNotPermitted,
+    PdfTooComplex,
 )
 from signserver.signing import pdf_speedups
 
@@ -42,6 +52,10 @@ from signserver.signing import pdf_speedups
 pdf_speedups.install()
 
 __all__ = [
+    "MAX_PAGES",
+    "MAX_PAGE_TREE_DEPTH",
+    "MAX_PAGE_TREE_NODES",
+    "MAX_XREF_ENTRIES",
     "PDF_PARSE_ERRORS",
     "PdfInfo",
     "inspect_pdf",
@@ -70,8 +84,63 @@ PDF_PARSE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _MAX_REASON_LENGTH = 200
+
+# Limits on one document, so that reading it takes seconds, not minutes.
+# With pyHanko 0.38 on a shared 2-core machine under load, reading 200,000
+# cross-reference entries took 5 s (table) to 9 s (stream), and counting
+# 2,000 pages took under 1 s (measured with tests/hostile_pdfs.py). A
+# 3 million entry stream took 82 s and 718 MB without the limit.
+# NOTE: the limits are estimates for administrative documents, not taken
+# from a standard, and not yet settings. A larger genuine document is
+# rejected with pdf_too_complex.
+MAX_XREF_ENTRIES = 200_000
+MAX_PAGES = 2_000
+# Pages plus the intermediate /Pages nodes above them.
+MAX_PAGE_TREE_NODES = MAX_PAGES + MAX_PAGES // 2
+# A balanced tree of MAX_PAGES pages is a few levels deep. pyHanko looks up
+# pages and inherited attributes recursively, so a deep chain of nodes costs
+# a Python stack frame per level.
+MAX_PAGE_TREE_DEPTH = 64
+
 # ISO 32000-2 section 12.8.2.2: a DocMDP transform without /P means P=2.
 _DEFAULT_DOCMDP_PERMISSION = 2
+
+
+class _XrefEntryBudget:
+    """Cross-reference entries that the reader of one document may still read."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.remaining = limit
+
+
+# The budget of the document that open_pdf_reader is opening in this thread or task, if any.
+_xref_entry_budget: ContextVar[_XrefEntryBudget | None] = ContextVar("xref_entry_budget", default=None)
+_pyhanko_process_entries = XRefSectionData.process_entries
+
+
+def _count_xref_entries(entries: Iterator[XRefEntry]) -> Iterator[XRefEntry]:
+    """Pass ``entries`` on, raising PdfTooComplex once the document's budget is spent.
+
+    Outside ``open_pdf_reader``, each cross-reference section gets a budget of its own.
+    """
+    budget = _xref_entry_budget.get() or _XrefEntryBudget(MAX_XREF_ENTRIES)
+    for entry in entries:
+        budget.remaining -= 1
+        if budget.remaining < 0:
+            raise PdfTooComplex(reason=f"more than {budget.limit} cross-reference entries")
+        yield entry
+
+
+def _process_entries_within_budget(self: XRefSectionData, entries: Iterator[XRefEntry], strict: bool) -> int:
+    return _pyhanko_process_entries(self, _count_xref_entries(entries), strict)
+
+
+# pyHanko 0.38 passes the entries of every cross-reference table and stream
+# through this method while it opens the file, so counting them here stops
+# the reading early. The trailer's /Size may understate the entries, so it
+# cannot bound them.
+XRefSectionData.process_entries = _process_entries_within_budget  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -106,10 +175,11 @@ def pdf_parse_errors() -> Iterator[None]:
 def inspect_pdf(path: Path, password: str | None) -> PdfInfo:
     """Open the PDF at ``path`` and return its ``PdfInfo``.
 
-    Raises PdfInvalid, PdfPasswordRequired, PdfPasswordInvalid,
-    PdfEncryptionUnsupported, PdfSigningNotPermitted (user password without
-    form filling permission), or PdfCertifiedNoChanges because a document
-    certified with P=1 cannot take another signature.
+    Raises PdfInvalid, PdfTooComplex (a limit of this module exceeded),
+    PdfPasswordRequired, PdfPasswordInvalid, PdfEncryptionUnsupported,
+    PdfSigningNotPermitted (user password without form filling permission),
+    or PdfCertifiedNoChanges because a document certified with P=1 cannot
+    take another signature.
     """
     with Path(path).open("rb") as stream:
         reader = open_pdf_reader(stream, password)
@@ -122,13 +192,19 @@ def open_pdf_reader(
     """Parse ``stream`` in non-strict mode and decrypt it if it is encrypted.
 
     Without a password, an encrypted file is tried with the empty user
-    password, which opens files that only set an owner password. With
+    password, which opens files that only set an owner password. A file
+    with more than ``MAX_XREF_ENTRIES`` cross-reference entries raises
+    PdfTooComplex. With
     ``require_signing_permission``, a file opened with its user password must
     permit filling in form fields, else PdfSigningNotPermitted is raised.
     """
-    with pdf_parse_errors():
-        reader = PdfFileReader(stream, strict=False)
-        encrypt_dict = reader.encrypt_dict
+    budget_token = _xref_entry_budget.set(_XrefEntryBudget(MAX_XREF_ENTRIES))
+    try:
+        with pdf_parse_errors():
+            reader = PdfFileReader(stream, strict=False)
+            encrypt_dict = reader.encrypt_dict
+    finally:
+        _xref_entry_budget.reset(budget_token)
     if encrypt_dict is None:
         return reader
 
@@ -144,7 +220,11 @@ def open_pdf_reader(
 
 
 def read_pdf_info(reader: PdfFileReader) -> PdfInfo:
-    """Read the page count, version, signatures and certification of an opened file."""
+    """Read the page count, version, signatures and certification of an opened file.
+
+    Raises PdfTooComplex when the page tree exceeds ``MAX_PAGES``,
+    ``MAX_PAGE_TREE_NODES`` or ``MAX_PAGE_TREE_DEPTH``.
+    """
     with pdf_parse_errors():
         page_count = _count_pages_of_file(reader)
         major, minor = reader.input_version
@@ -239,6 +319,8 @@ def _count_pages(reader: PdfFileReader) -> int:
     A node met a second time (a cycle, or a node with two parents) is skipped,
     and so is a kid that is not a dictionary. The file is not rejected for
     them, because pyHanko signs it as long as the pages it needs come first.
+    A tree whose root declares more than ``MAX_PAGES`` pages, or that has more
+    pages, nodes or levels than the limits, raises PdfTooComplex.
     """
     # NOTE: pyHanko finds page N by the /Count entries of the tree nodes. Where
     # they disagree with the pages counted here, a stamp page within this count
@@ -246,21 +328,29 @@ def _count_pages(reader: PdfFileReader) -> int:
     root_ref = reader.root.raw_get("/Pages")
     if not isinstance(root_ref, generic.IndirectObject):
         raise PdfInvalid(reason="the catalog /Pages entry is not an indirect reference")
+    _check_declared_page_count(root_ref.get_object())
 
     page_count = 0
     seen: set[generic.Reference] = set()
-    stack: list[generic.IndirectObject] = [root_ref]
+    # Each entry is a node and its depth, 1 for the root.
+    stack: list[tuple[generic.IndirectObject, int]] = [(root_ref, 1)]
     while stack:
-        node_ref = stack.pop()
+        node_ref, depth = stack.pop()
         if node_ref.reference in seen:
             continue
         seen.add(node_ref.reference)
+        if len(seen) > MAX_PAGE_TREE_NODES:
+            raise PdfTooComplex(reason=f"the page tree has more than {MAX_PAGE_TREE_NODES} nodes")
+        if depth > MAX_PAGE_TREE_DEPTH:
+            raise PdfTooComplex(reason=f"the page tree is more than {MAX_PAGE_TREE_DEPTH} levels deep")
 
         node = node_ref.get_object()
         if not isinstance(node, generic.DictionaryObject):
             continue
         if node.get("/Type") == "/Page":
             page_count += 1
+            if page_count > MAX_PAGES:
+                raise PdfTooComplex(reason=f"the page tree has more than {MAX_PAGES} pages")
             continue
         try:
             kids = node["/Kids"]
@@ -268,8 +358,21 @@ def _count_pages(reader: PdfFileReader) -> int:
             continue
         if isinstance(kids, generic.ArrayObject):
             # Reversed, so that the stack pops the kids in document order.
-            stack.extend(kid for kid in reversed(kids) if isinstance(kid, generic.IndirectObject))
+            stack.extend((kid, depth + 1) for kid in reversed(kids) if isinstance(kid, generic.IndirectObject))
     return page_count
+
+
+def _check_declared_page_count(root: generic.PdfObject) -> None:
+    """Reject a page tree whose root /Count exceeds ``MAX_PAGES``, before any page is read.
+
+    pyHanko finds a page by these counts, so a tree that declares more pages
+    than it has is rejected as well.
+    """
+    if not isinstance(root, generic.DictionaryObject):
+        return
+    declared = root.get("/Count")
+    if isinstance(declared, int) and declared > MAX_PAGES:
+        raise PdfTooComplex(reason=f"the page tree declares {declared} pages, more than the limit of {MAX_PAGES}")
 
 
 def _read_certification_level(reader: PdfFileReader) -> int | None:
