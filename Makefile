@@ -1,9 +1,11 @@
 SHELL := /bin/bash
 SIGNSERVER_HOME ?= $(CURDIR)/var
 SIGNSERVER_PORT ?= 8080
+SOAK_SECONDS ?= 600
+CRASH_KILLS ?= 20
 export SIGNSERVER_HOME SIGNSERVER_PORT
 
-.PHONY: setup run test bench
+.PHONY: setup run test test-postgres crash-test soak bench
 
 setup:
 	@scripts/setup.sh
@@ -14,6 +16,18 @@ run: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# The whole suite with PostgreSQL as the store of every data directory (the tests start their own server).
+test-postgres: setup
+	SIGNSERVER_TEST_STORE=postgresql .venv/bin/python -m pytest -q
+
+# SIGKILLs under load, on PostgreSQL; the report goes to reports/crash-test.json.
+crash-test: setup
+	.venv/bin/python -m tests.reliability.crash_loop --kills $(CRASH_KILLS) --store postgresql --report reports/crash-test.json
+
+# Concurrency 32 for SOAK_SECONDS; the report goes to reports/soak.json.
+soak: setup
+	.venv/bin/python -m tests.reliability.soak --seconds $(SOAK_SECONDS) --concurrency 32 --report reports/soak.json
 
 bench: setup
 	.venv/bin/python -m bench

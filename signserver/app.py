@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import sys
@@ -29,10 +30,11 @@ from signserver.core.context import CoreContext
 from signserver.core.decisions import expire_due_requests
 from signserver.core.policy_versions import PolicySource, bootstrap_policy
 from signserver.core.context import utc_now
-from signserver.core.signing_worker import SigningQueue, recover_interrupted_requests
+from signserver.core.instances import ServiceInstance
+from signserver.core.signing_worker import SigningQueue, fail_interrupted_request
 from signserver.demo_ca import DemoCa, has_demo_ca
 from signserver.demo_pki import load_certificates
-from signserver.hsm_bridge import HsmKeyVault, HsmSecretBox, signing_key_for
+from signserver.hsm_bridge import HsmKeyVault, HsmSecretBox, keep_hsm_alive, signing_key_for
 from signserver.pades_backend import PadesChecker, DocumentSigner
 from signserver.signing.fonts import stamp_font_path
 from signserver.signing.revocation import RevocationFetcher
@@ -211,14 +213,20 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     role: WorkerRole = app["worker_role"]
     queue: SigningQueue = app["signing_queue"]
     waiting: list[str] = []
+    instance = ServiceInstance(ctx, functools.partial(fail_interrupted_request, ctx), queue.submit)
     if role.recover:
-        failed, waiting = await recover_interrupted_requests(ctx)
+        failed, waiting = await instance.recover_own_node()
         if failed:
             log.warning("startup.interrupted_requests_failed", count=failed)
+    else:
+        await instance.register()
+    queue.instance_id = instance.id
+    heartbeat = asyncio.create_task(instance.run(recover_others=role.sweep), name="instance-heartbeat")
     queue.start()
     for request_id in waiting:
         queue.submit(request_id)
     sweeper = asyncio.create_task(_expiry_sweeper(ctx), name="expiry-sweeper") if role.sweep else None
+    keepalive = asyncio.create_task(keep_hsm_alive(app["hsm"], ctx.settings.hsm_probe_seconds), name="hsm-keepalive")
     log.info("signserver.started", host=ctx.settings.host, port=ctx.settings.port, resumed=len(waiting),
              worker=role.index, pid=os.getpid())
     if role.ready_fd is not None:
@@ -228,9 +236,15 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     log.info("signserver.stopping")
     if sweeper is not None:
         sweeper.cancel()
+    keepalive.cancel()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(queue.drain(), timeout=60)
     await queue.stop()
+    heartbeat.cancel()
+    try:
+        await instance.deregister()
+    except Exception as exc:  # noqa: BLE001 - a stale row only delays others' recovery by one lease
+        log.warning("instance.deregister_failed", error=str(exc)[:200])
     await app["revocation"].close()
     await ctx.store.close()
     app["hsm"].close()

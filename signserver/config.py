@@ -7,6 +7,7 @@ lockout, request expiry) is a setting here with a safe default.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -40,8 +41,20 @@ class Settings:
     pkcs11_module: str = DEFAULT_PKCS11_MODULE
     token_label: str = "signserver"
     hsm_pool_size: int = 4
+    # Seconds between keep-alive probes of the HSM, so /readyz and the signserver_hsm_up gauge see an outage
+    # without a request.
+    hsm_probe_seconds: int = 10
     # Processes serving the port, each with its own PKCS#11 sessions; one per core signs fastest.
     workers: int = 1
+    # This node's name among the replicas of one database; empty means "<host name>:<data directory>".
+    node_name: str = ""
+    # Each serving process writes a heartbeat this often; a process silent for the lease is taken for dead
+    # by the others, which then fail the requests it was signing (see core.instances).
+    instance_heartbeat_seconds: int = 5
+    instance_lease_seconds: int = 60
+    # Claims of one approved request: an outage of the HSM, a TSA or a revocation source puts it back in line
+    # (after 5, 10, 20, 40, then 60 s) until this many tries have failed.
+    signing_attempts: int = 8
     policies_dir: Path = PROJECT_ROOT / "policies"
     max_body_bytes: int = 50 * 1024 * 1024
     max_batch_size: int = 50
@@ -87,7 +100,12 @@ class Settings:
             pkcs11_module=os.environ.get("SIGNSERVER_PKCS11_MODULE", DEFAULT_PKCS11_MODULE),
             token_label=os.environ.get("SIGNSERVER_TOKEN_LABEL", "signserver"),
             hsm_pool_size=_int_env("SIGNSERVER_HSM_POOL_SIZE", 4),
+            hsm_probe_seconds=max(1, _int_env("SIGNSERVER_HSM_PROBE_SECONDS", 10)),
             workers=min(64, max(1, _int_env("SIGNSERVER_WORKERS", 1))),
+            node_name=os.environ.get("SIGNSERVER_NODE_NAME", "").strip(),
+            instance_heartbeat_seconds=max(1, _int_env("SIGNSERVER_HEARTBEAT_SECONDS", 5)),
+            instance_lease_seconds=max(3, _int_env("SIGNSERVER_INSTANCE_LEASE_SECONDS", 60)),
+            signing_attempts=max(1, _int_env("SIGNSERVER_SIGNING_ATTEMPTS", 8)),
             policies_dir=Path(os.environ.get("SIGNSERVER_POLICIES_DIR") or PROJECT_ROOT / "policies"),
             max_body_bytes=_int_env("SIGNSERVER_MAX_BODY_BYTES", 50 * 1024 * 1024),
             max_batch_size=_int_env("SIGNSERVER_MAX_BATCH_SIZE", 50),
@@ -136,6 +154,18 @@ class Settings:
     @property
     def trust_roots_file(self) -> Path:
         return self.pki_dir / "root.pem"
+
+    @property
+    def run_dir(self) -> Path:
+        """Runtime files of this node's ``signserver serve``: its lock, metrics and accept turns.
+
+        With PostgreSQL, replicas on several hosts may share one data
+        directory (token, PKI, documents), so each node has its own.
+        """
+        if self.database_url.startswith("sqlite"):
+            return self.home / "run"
+        name = self.node_name or socket.gethostname()
+        return self.home / "run" / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
     @property
     def documents_dir(self) -> Path:

@@ -17,6 +17,7 @@ __all__ = [
     "Forbidden",
     "Unauthenticated",
     "Unavailable",
+    "DatabaseUnavailable",
     "PayloadTooLarge",
 ]
 
@@ -61,6 +62,12 @@ class Unavailable(SignserverError):
     """A dependency (HSM, database, TSA) is down; the caller may retry (HTTP 503)."""
 
     code = "service_unavailable"
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached; nothing of the interrupted transaction was kept."""
+
+    code = "database_unavailable"
 
 
 class PayloadTooLarge(SignserverError):

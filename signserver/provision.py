@@ -129,7 +129,7 @@ def initialize(settings: Settings) -> dict[str, Any]:
     """Create the data directory's token, PKI, store and demo accounts; returns the demo credentials."""
     if settings.initialized_marker.exists():
         raise InitializationError("already initialised")
-    if settings.home.exists() and any(settings.home.iterdir()):
+    if settings.home.exists() and any(not _empty_token_mount(settings, child) for child in settings.home.iterdir()):
         raise InitializationError(
             f"{settings.home} is not empty but was never fully initialised; move it away and run init again"
         )
@@ -145,6 +145,11 @@ def initialize(settings: Settings) -> dict[str, Any]:
             else:
                 child.unlink(missing_ok=True)
         raise
+
+
+def _empty_token_mount(settings: Settings, child: Path) -> bool:
+    """An empty token directory may already be there: a volume of its own, shared by replicas."""
+    return child == settings.token_dir and child.is_dir() and not any(child.iterdir())
 
 
 def _initialize_empty_home(settings: Settings) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
+from prometheus_client import multiprocess
 
 from signserver.config import Settings
 
@@ -77,7 +78,7 @@ class WorkerRole:
 
 
 def metrics_dir(settings: Settings) -> Path:
-    return settings.home / "run" / "metrics"
+    return settings.run_dir / "metrics"
 
 
 class DataDirectoryBusy(Exception):
@@ -97,7 +98,7 @@ def lock_data_directory(settings: Settings) -> int:
     taken. The lock is an flock(2) of ``run/serve.lock``; workers inherit the
     descriptor, so the lock lasts until the last process of the service ends.
     """
-    path = settings.home / "run" / "serve.lock"
+    path = settings.run_dir / "serve.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -197,6 +198,8 @@ class _Supervisor:
                 if code is None or self.stop_signal is not None:
                     continue
                 log.error("workers.exited", index=index, pid=worker.process.pid, exit_code=code)
+                # Its gauges (signserver_hsm_up) must not outlive it in /metrics.
+                multiprocess.mark_process_dead(worker.process.pid, self.env["PROMETHEUS_MULTIPROC_DIR"])
                 if worker.ready_read is not None:
                     os.close(worker.ready_read)
                     worker.ready_read = None

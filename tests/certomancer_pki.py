@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -40,17 +39,13 @@ from certomancer.registry import CertLabel, CertomancerConfig, KeyLabel, PKIArch
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.ports import free_port
+
 __all__ = ["CertomancerPki", "start_certomancer_pki", "ARCH"]
 
 ARCH = "vn-test"
 _SOFTWARE_KEYS = ("root", "interm", "interm-ocsp", "tsa", "signer", "signer-revoked", "signer-expired")
 _STARTUP_TIMEOUT_SECONDS = 10
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _write_software_key(path: Path, label: str) -> None:
@@ -308,7 +303,7 @@ def start_certomancer_pki(directory: Path, hsm_keys: dict[str, bytes] | None = N
     for label, spki_der in hsm_keys.items():
         _write_public_key(directory / f"{label}.pub.pem", spki_der)
 
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     config_dict = _config(base_url, sorted(hsm_keys), set(hsm_revoked), set(hsm_expired))
     (directory / "certomancer.yml").write_text(yaml.safe_dump(config_dict, allow_unicode=True), encoding="utf-8")

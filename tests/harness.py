@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,13 @@ from typing import Any
 import pyotp
 import requests
 
+from tests.postgres import database_url_for_home, use_postgres
+from tests.ports import free_port  # noqa: F401 - tests import free_port from here
+
 REPO = Path(__file__).resolve().parent.parent
 SIGNSERVER = str(REPO / ".venv" / "bin" / "signserver")
 if not Path(SIGNSERVER).exists():
     SIGNSERVER = str(Path(sys.executable).with_name("signserver"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def service_env(home: Path, port: int | None = None, **extra: str) -> dict[str, str]:
@@ -37,6 +33,8 @@ def service_env(home: Path, port: int | None = None, **extra: str) -> dict[str, 
             del env[name]
     env["SIGNSERVER_HOME"] = str(home)
     env["SOFTHSM2_CONF"] = str(home / "softhsm2.conf")
+    if use_postgres():
+        env["SIGNSERVER_DATABASE_URL"] = database_url_for_home(home)
     if port is not None:
         env["SIGNSERVER_PORT"] = str(port)
     env.update(extra)
@@ -55,12 +53,12 @@ def init_home(home: Path, port: int | None = None, **extra: str) -> dict[str, An
     return json.loads((home / "demo-credentials.json").read_text(encoding="utf-8"))
 
 
-def cli_login(home: Path, person: dict[str, Any], otp: "OtpCodes", port: int | None = None) -> str:
+def cli_login(home: Path, person: dict[str, Any], otp: "OtpCodes", port: int | None = None, **extra: str) -> str:
     """Run ``signserver login`` as ``person`` (from the demo credentials) and return the session token."""
     result = subprocess.run(
         [SIGNSERVER, "login", "--user", person["username"], "--otp", otp.next(person["totp_secret"])],
-        env=service_env(home, port, SIGNSERVER_PASSWORD=person["password"]), capture_output=True, text=True,
-        timeout=120,
+        env=service_env(home, port, SIGNSERVER_PASSWORD=person["password"], **extra), capture_output=True,
+        text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from signserver.signing.sample import generate_sample_pdf
 from tests.harness import Client, Server, run_cli
+from tests.postgres import copy_store, query
 
 DOSSIER = "000.00.01.H01-261204-0777"
 
@@ -68,9 +68,7 @@ def test_audit_verify_passes_on_real_trail(server: Server, auditor_session: str,
 
 
 def _copy_database(server: Server, target: Path) -> str:
-    with sqlite3.connect(server.home / "signserver.db") as source, sqlite3.connect(target) as copy:
-        source.backup(copy)
-    return f"sqlite+aiosqlite:///{target}"
+    return copy_store(server.home, target)
 
 
 @pytest.mark.parametrize("tamper", [
@@ -81,8 +79,7 @@ def _copy_database(server: Server, target: Path) -> str:
 def test_audit_verify_detects_tampering(server: Server, auditor_session: str, signed_dossier: str, tmp_path: Path,
                                        tamper: str) -> None:
     url = _copy_database(server, tmp_path / "copy.db")
-    with sqlite3.connect(tmp_path / "copy.db") as db:
-        db.execute(tamper)
+    query(url, tamper)
     result = audit(server, auditor_session, "verify", database_url=url)
     assert result.returncode == 1
     assert "Audit trail tampered" in result.stderr
@@ -91,11 +88,10 @@ def test_audit_verify_detects_tampering(server: Server, auditor_session: str, si
 def test_audit_verify_detects_reordering(server: Server, auditor_session: str, signed_dossier: str,
                                         tmp_path: Path) -> None:
     url = _copy_database(server, tmp_path / "copy.db")
-    with sqlite3.connect(tmp_path / "copy.db") as db:
-        low, high = db.execute("SELECT MIN(seq), MAX(seq) FROM audit_log").fetchone()
-        db.execute("UPDATE audit_log SET seq = -1 WHERE seq = ?", (low + 1,))
-        db.execute("UPDATE audit_log SET seq = ? WHERE seq = ?", (low + 1, high - 1))
-        db.execute("UPDATE audit_log SET seq = ? WHERE seq = -1", (high - 1,))
+    [(low, high)] = query(url, "SELECT MIN(seq), MAX(seq) FROM audit_log")
+    query(url, "UPDATE audit_log SET seq = -1 WHERE seq = ?", (low + 1,))
+    query(url, "UPDATE audit_log SET seq = ? WHERE seq = ?", (low + 1, high - 1))
+    query(url, "UPDATE audit_log SET seq = ? WHERE seq = -1", (high - 1,))
     assert audit(server, auditor_session, "verify", database_url=url).returncode == 1
 
 
@@ -119,8 +115,7 @@ def test_no_secret_in_audit_trail(server: Server, auditor_session: str, credenti
 
 
 def test_totp_secret_stored_wrapped(server: Server, credentials: dict) -> None:
-    with sqlite3.connect(server.home / "signserver.db") as db:
-        stored = [row[0] for row in db.execute("SELECT totp_secret_wrapped FROM officials")]
+    stored = [bytes(row[0]) for row in query(server.home, "SELECT totp_secret_wrapped FROM officials")]
     for official in credentials["officials"]:
         assert all(official["totp_secret"].encode() not in blob for blob in stored)
 

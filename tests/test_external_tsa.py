@@ -2,12 +2,14 @@
 
 A first server on the module's own data directory serves /tsa; a second server
 on the same directory (so both trust the same demo root) is configured to use
-external TSA URLs: dead ones, a fake that answers 500, and a fake that alters
-the nonce before forwarding to the real /tsa.
+external TSA URLs: dead ones, a fake that responds with HTTP 500, a fake that
+never responds, a fake that sends bytes that are no TimeStampResp, and a fake
+that alters the nonce before forwarding to the real /tsa.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import threading
 import urllib.request
@@ -24,7 +26,11 @@ from tests.verifiers import pyhanko_validate
 
 
 class FakeTsa:
-    """A loopback HTTP server that responds 500, or forwards to a real TSA with the nonce changed."""
+    """A loopback HTTP server that responds 500, never responds, sends garbage, or changes the nonce.
+
+    ``mode`` is ``error``, ``hang`` (until ``close``), ``garbage``, or
+    ``wrong_nonce`` (forward to ``upstream`` with the nonce changed).
+    """
 
     def __init__(self, mode: str, upstream: str | None = None) -> None:
         fake = self
@@ -36,6 +42,16 @@ class FakeTsa:
                 if fake.mode == "error":
                     self.send_response(500)
                     self.end_headers()
+                    return
+                if fake.mode == "hang":
+                    fake.closing.wait(60)
+                    return
+                if fake.mode == "garbage":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/timestamp-reply")
+                    self.send_header("Content-Length", "64")
+                    self.end_headers()
+                    self.wfile.write(secrets.token_bytes(64))
                     return
                 request = tsp.TimeStampReq.load(body)
                 request["nonce"] = request["nonce"].native + 1
@@ -56,11 +72,13 @@ class FakeTsa:
         self.mode = mode
         self.upstream = upstream
         self.requests = 0
+        self.closing = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/tsa"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self) -> None:
+        self.closing.set()
         self.httpd.shutdown()
 
 
@@ -85,9 +103,11 @@ def otp() -> OtpCodes:
     return OtpCodes()
 
 
-def sign_with(home: Path, credentials: dict, urls: list[str], otp: OtpCodes, workdir: Path) -> tuple[dict, Server]:
+def sign_with(home: Path, credentials: dict, urls: list[str], otp: OtpCodes, workdir: Path,
+              attempts: int = 1) -> tuple[dict, Server]:
     server = Server(home, free_port(), {"SIGNSERVER_TSA_URLS": ",".join(urls),
-                                        "SIGNSERVER_TSA_TIMEOUT_SECONDS": "3"}).start()
+                                        "SIGNSERVER_TSA_TIMEOUT_SECONDS": "3",
+                                        "SIGNSERVER_SIGNING_ATTEMPTS": str(attempts)}).start()
     try:
         client = Client(server, credentials, otp)
         request_id = client.submit(generate_sample_pdf(workdir / "in.pdf")).json()["id"]
@@ -131,7 +151,21 @@ def test_wrong_nonce_fails_request(tsa_home, otp, tmp_path: Path) -> None:
 
 def test_no_tsa_answering_fails_request(tsa_home, otp, tmp_path: Path) -> None:
     home, credentials, _provider = tsa_home
-    final, _server = sign_with(home, credentials, ["http://127.0.0.1:9/tsa"], otp, tmp_path)
+    hanging = FakeTsa("hang")
+    garbage = FakeTsa("garbage")
+    try:
+        final, server = sign_with(home, credentials, ["http://127.0.0.1:9/tsa", hanging.url, garbage.url], otp,
+                                  tmp_path, attempts=2)
+    finally:
+        hanging.close()
+        garbage.close()
+    log = server.log_tail(40000)
     assert final["state"] == "failed"
     assert final["state_reason"] == "tsa_failed"
     assert not (tmp_path / "out.pdf").exists()
+    # The first outage put the request back in line; the second try failed it.
+    assert log.count("sign_request.signing_postponed") == 1
+    assert hanging.requests == 2
+    assert garbage.requests == 2
+    assert log.count("tsa.request_failed") == 6
+    assert "no complete response within 3 s" in log

@@ -16,7 +16,6 @@ import hashlib
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.harness import REPO, SIGNSERVER, Client, OtpCodes, Server, free_port, init_home, service_env
+from tests.postgres import query_dicts
 
 CREDENTIAL_ID = "cred-tran-thi-bich-ngoc-2"
 OWNER = "off-tran-thi-bich-ngoc"
@@ -82,13 +82,8 @@ class Lifecycle:
     def json(self, step: str, *arguments: str) -> Any:
         return json.loads(self.run(step, *arguments, "--json").stdout)
 
-    def audit(self) -> list[sqlite3.Row]:
-        connection = sqlite3.connect(self.home / "signserver.db")
-        connection.row_factory = sqlite3.Row
-        try:
-            return connection.execute("SELECT * FROM audit_log ORDER BY seq").fetchall()
-        finally:
-            connection.close()
+    def audit(self) -> list[dict[str, Any]]:
+        return query_dicts(self.home, "SELECT * FROM audit_log ORDER BY seq")
 
 
 def log_in(lifecycle: Lifecycle, name: str, officer: dict[str, Any], otp: OtpCodes) -> None:

@@ -7,7 +7,6 @@ database trusting only the demo root), qpdf, pdftotext and pyHanko validation.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from signserver.signing.sample import SAMPLE_STAMP_BOX, generate_sample_pdf
 from tests.harness import SIGNSERVER, Client, Server, service_env
+from tests.postgres import query
 from tests.verifiers import pdfsig_signatures, pdftotext_area, pyhanko_validate, qpdf_check
 
 
@@ -121,10 +121,8 @@ def test_approval_records_request_and_digest(client: Client, server: Server, tmp
     body = approved.json()
     assert body["requests"][0]["document_sha256"] == submitted["document"]["sha256"]
 
-    with sqlite3.connect(server.home / "signserver.db") as db:
-        rows = db.execute(
-            "SELECT request_id, document_sha256 FROM approval_items WHERE approval_id = ?", (body["approval_id"],)
-        ).fetchall()
+    rows = query(server.home, "SELECT request_id, document_sha256 FROM approval_items WHERE approval_id = ?",
+                 (body["approval_id"],))
     assert rows == [(submitted["id"], submitted["document"]["sha256"])]
     assert client.wait_final(submitted["id"])["state"] == "signed"
 

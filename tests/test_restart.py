@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from signserver.signing.sample import generate_sample_pdf
 from tests.harness import Client, OtpCodes, Server, free_port, init_home
+from tests.postgres import query
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,7 @@ def test_interrupted_signing_failed_at_startup(own_home: tuple[Path, dict], tmp_
     server.stop()
 
     # What a crash between claiming and finishing leaves behind.
-    with sqlite3.connect(home / "signserver.db") as db:
-        db.execute("UPDATE sign_requests SET state = 'signing' WHERE id = ?", (request_id,))
+    query(home, "UPDATE sign_requests SET state = 'signing' WHERE id = ?", (request_id,))
 
     restarted = Server(home, free_port()).start()
     try:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from signserver.core import queries
 from signserver.core.context import CoreContext
+from signserver.core.errors import HsmUnavailable
 from signserver.core.states import APPROVED, FINAL_STATES, PENDING_APPROVAL
 from signserver.core.submission import SubmitMetadata, submit_sign_request
 from signserver.errors import InvalidInput
@@ -38,6 +39,9 @@ def _states_filter(request: web.Request) -> list[str] | None:
 async def create_sign_request(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
+    if not request.app["hsm"].available:
+        # Nothing could be approved or signed meanwhile: the caller is told to come back rather than left waiting.
+        raise HsmUnavailable()
     metadata, document = await read_sign_request_upload(
         request, ctx.settings.documents_dir / "incoming", ctx.settings.max_body_bytes
     )

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 
-from signserver.errors import SignserverError
+from signserver.errors import DatabaseUnavailable, SignserverError, Unavailable
 from signserver.store.records import SignRequest
 
 from .audit import append_audit
@@ -27,9 +28,12 @@ from .key_access import evaluate_key_use
 from .policy import PolicyQuery
 from .states import APPROVED, FAILED, SIGNED, SIGNING, transition
 
-__all__ = ["sign_approved_request", "recover_interrupted_requests", "SigningQueue"]
+__all__ = ["sign_approved_request", "fail_interrupted_request", "SigningQueue"]
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
 
 
 def _output_path(request: SignRequest) -> Path:
@@ -47,8 +51,13 @@ def _output_path(request: SignRequest) -> Path:
     return Path(request.document_path).with_name(name)
 
 
-async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
-    """Sign one approved request; returns the final state (``signed`` or ``failed``)."""
+async def sign_approved_request(ctx: CoreContext, request_id: str, instance_id: str | None = None) -> str:
+    """Sign one approved request; returns the final state (``signed`` or ``failed``).
+
+    ``instance_id`` names this process in ``service_instances``: it is
+    recorded with the claim, so that another process fails the request if
+    this one dies while signing.
+    """
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         request = await tx.sign_request(request_id, for_update=True)
@@ -62,9 +71,11 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
             query = PolicyQuery(application_id=request.application_id, credential_id=credential.id,
                                 signature_format=request.signature_format, signature_level=request.signature_level,
                                 document_type=request.document_type)
+            # A request put back in line after an outage was counted at its first claim.
             refusal = (await evaluate_key_use(tx, ctx, credential, query, now, signer_name=credential.id,
-                                              consume=True)).error
-        await transition(tx, request, SIGNING, now)
+                                              consume=request.signing_attempts == 0)).error
+        await transition(tx, request, SIGNING, now, signing_instance=instance_id,
+                         signing_attempts=request.signing_attempts + 1)
         await append_audit(
             tx, action="signing_started", actor_type="system", actor_id="signserver", request_id=request.id,
             dossier_code=request.dossier_code, document_sha256=request.document_sha256,
@@ -86,16 +97,50 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
         signed = await ctx.document_signer.sign(request, credential, output_path, password)
     except Exception as exc:  # noqa: BLE001 - any failure must end in the failed state, never stuck in signing
         code = exc.code if isinstance(exc, SignserverError) else "signing_error"
+        output_path.unlink(missing_ok=True)
+        if isinstance(exc, Unavailable) and request.signing_attempts < ctx.settings.signing_attempts:
+            if await _until_stored(lambda: _put_back(ctx, request, code)):
+                return APPROVED
         log.error("sign_request.signing_failed", request_id=request.id, dossier_code=request.dossier_code,
                   code=code, error=str(exc)[:300], exc_info=not isinstance(exc, SignserverError))
-        output_path.unlink(missing_ok=True)
         params = exc.params if isinstance(exc, SignserverError) else {}
-        await _mark_failed(ctx, request_id, code, params)
+        await _until_stored(lambda: _mark_failed(ctx, request_id, code, params))
         return FAILED
 
     finished = ctx.clock()
+    try:
+        await _until_stored(lambda: _record_signed(ctx, request, credential, output_path, signed, finished))
+    except RequestAlreadyDecided as exc:
+        # Another process took this one for dead and failed the request meanwhile: the signature is never released.
+        output_path.unlink(missing_ok=True)
+        log.warning("sign_request.claim_lost", request_id=request.id, state=exc.params.get("state"))
+        return str(exc.params.get("state", FAILED))
+    log.info("sign_request.signed", request_id=request.id, dossier_code=request.dossier_code,
+             credential_id=credential.id, level=signed.level)
+    return SIGNED
+
+
+async def _until_stored(step: Callable[[], Awaitable[T]]) -> T:
+    """Run a transaction that ends a signing, again and again while the database is unreachable.
+
+    The request is in ``signing`` and this process holds its claim: giving
+    up would leave it there while this process still beats. If the process
+    stops first, the request is failed as interrupted by the next one.
+    """
+    delay = 1.0
+    while True:
+        try:
+            return await step()
+        except DatabaseUnavailable:
+            log.warning("sign_request.store_unavailable", retry_in_seconds=delay)
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)
+
+
+async def _record_signed(ctx: CoreContext, request: SignRequest, credential: Any, output_path: Path, signed: Any,
+                         finished: Any) -> None:
     async with ctx.store.transaction() as tx:
-        current = await tx.sign_request(request_id, for_update=True)
+        current = await tx.sign_request(request.id, for_update=True)
         assert current is not None
         await transition(tx, current, SIGNED, finished, signed_path=str(output_path), signed_sha256=signed.sha256,
                          signed_at=finished)
@@ -107,9 +152,28 @@ async def sign_approved_request(ctx: CoreContext, request_id: str) -> str:
                      "signing_time": signed.signing_time.isoformat(), "approval_id": request.approval_id},
             now=finished,
         )
-    log.info("sign_request.signed", request_id=request.id, dossier_code=request.dossier_code,
-             credential_id=credential.id, level=signed.level)
-    return SIGNED
+
+
+async def _put_back(ctx: CoreContext, request: SignRequest, code: str) -> bool:
+    """Return a request whose signing met an outage to ``approved``, to be tried again later."""
+    now = ctx.clock()
+    async with ctx.store.transaction() as tx:
+        current = await tx.sign_request(request.id, for_update=True)
+        if current is None or current.state != SIGNING:
+            return False
+        await transition(tx, current, APPROVED, now, signing_instance=None)
+        await append_audit(
+            tx, action="signing_postponed", actor_type="system", actor_id="signserver", request_id=request.id,
+            dossier_code=request.dossier_code, document_sha256=request.document_sha256,
+            details={"reason": code, "attempt": request.signing_attempts}, now=now,
+        )
+    log.warning("sign_request.signing_postponed", request_id=request.id, code=code, attempt=request.signing_attempts)
+    return True
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before the next try of a request put back after ``attempt`` claims: 5, 10, 20, 40, then 60."""
+    return min(60.0, 5.0 * 2 ** max(0, attempt - 1))
 
 
 async def _mark_failed(ctx: CoreContext, request_id: str, code: str, params: dict[str, Any] | None = None) -> None:
@@ -130,16 +194,14 @@ async def _mark_failed(ctx: CoreContext, request_id: str, code: str, params: dic
         )
 
 
-async def recover_interrupted_requests(ctx: CoreContext) -> tuple[int, list[str]]:
-    """Fail requests left in ``signing``; return their count and the ids still ``approved``."""
-    async with ctx.store.transaction() as tx:
-        interrupted = await tx.sign_requests(states=[SIGNING], limit=10_000)
-        waiting = await tx.sign_requests(states=[APPROVED], limit=10_000)
-    for request in interrupted:
-        _output_path(request).unlink(missing_ok=True)
-        await _mark_failed(ctx, request.id, "signing_interrupted")
-        log.warning("sign_request.recovered_as_failed", request_id=request.id, dossier_code=request.dossier_code)
-    return len(interrupted), [request.id for request in waiting]
+async def fail_interrupted_request(ctx: CoreContext, request_id: str, instance_id: str) -> None:
+    """Fail a request whose signing process died, and remove what it may have written."""
+    async with ctx.store.read_only() as tx:
+        request = await tx.sign_request(request_id)
+    if request is None or request.state != SIGNING:
+        return
+    _output_path(request).unlink(missing_ok=True)
+    await _mark_failed(ctx, request_id, "signing_interrupted", {"instance_id": instance_id} if instance_id else None)
 
 
 class SigningQueue:
@@ -147,6 +209,8 @@ class SigningQueue:
 
     def __init__(self, ctx: CoreContext, workers: int = 2) -> None:
         self.ctx = ctx
+        # This process's row in service_instances, set once it is registered.
+        self.instance_id: str | None = None
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.worker_count = workers
         self.tasks: list[asyncio.Task[None]] = []
@@ -161,7 +225,11 @@ class SigningQueue:
         while True:
             request_id = await self.queue.get()
             try:
-                await sign_approved_request(self.ctx, request_id)
+                if await sign_approved_request(self.ctx, request_id, self.instance_id) == APPROVED:
+                    async with self.ctx.store.read_only() as tx:
+                        request = await tx.sign_request(request_id)
+                    attempt = request.signing_attempts if request else 1
+                    asyncio.get_running_loop().call_later(retry_delay(attempt), self.submit, request_id)
             except Exception:  # noqa: BLE001 - keep the worker alive; the request stays approved for a retry
                 log.exception("signing_worker.error", request_id=request_id)
             finally:

@@ -1,7 +1,8 @@
 """The sign request state machine and its one transition function.
 
 ``pending_approval → approved → signing → signed``, or ``rejected``,
-``expired``, ``failed``. Every change goes through :func:`transition`, which
+``expired``, ``failed``. ``signing → approved`` puts a request back in line
+when the HSM, a TSA or a revocation source is down (a limited number of times). Every change goes through :func:`transition`, which
 refuses a move the machine does not allow and applies it as a compare-and-set
 on the stored state, so two concurrent deciders cannot both win.
 """
@@ -42,7 +43,7 @@ FINAL_STATES = frozenset({SIGNED, REJECTED, EXPIRED, FAILED})
 _ALLOWED = {
     PENDING_APPROVAL: {APPROVED, REJECTED, EXPIRED},
     APPROVED: {SIGNING, FAILED},
-    SIGNING: {SIGNED, FAILED},
+    SIGNING: {SIGNED, FAILED, APPROVED},
 }
 
 

@@ -38,12 +38,19 @@ from datetime import datetime
 from typing import Any
 
 import aiosqlite
+
+try:
+    import asyncpg
+except ImportError:  # the PostgreSQL driver is needed only with a postgresql+asyncpg URL
+    asyncpg = None  # type: ignore[assignment]
 from sqlalchemy import and_, bindparam, event, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from signserver.errors import DatabaseUnavailable
 
 from . import tables as t
 from .records import (
@@ -59,7 +66,7 @@ from .records import (
     from_row,
 )
 
-__all__ = ["Store", "Transaction", "IntegrityError"]
+__all__ = ["Store", "Transaction", "IntegrityError", "is_database_outage"]
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -204,6 +211,27 @@ def _inline_connector(path: str) -> Any:
     return connect
 
 
+def is_database_outage(exc: BaseException | None, depth: int = 0) -> bool:
+    """Whether ``exc`` means the database could not be reached, rather than a refused statement.
+
+    SQLAlchemy wraps the driver's error, and its asyncpg adapter wraps
+    asyncpg's in turn, so the causes are followed a few levels down.
+    """
+    if exc is None or depth > 4:
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, DBAPIError) and (exc.connection_invalidated or isinstance(exc, (OperationalError,
+                                                                                       InterfaceError))):
+        return True
+    if asyncpg is not None and isinstance(exc, (asyncpg.exceptions.PostgresConnectionError,
+                                                asyncpg.exceptions.CannotConnectNowError,
+                                                asyncpg.exceptions.InterfaceError)):
+        return True
+    inner = exc.orig if isinstance(exc, DBAPIError) else None
+    return any(is_database_outage(cause, depth + 1) for cause in (inner, exc.__cause__) if cause is not exc)
+
+
 class Store:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -225,6 +253,12 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator["Transaction"]:
+        """Open a transaction that commits when the block ends and rolls back when it raises.
+
+        A lost or refused database connection, while opening or inside the
+        block, raises :class:`DatabaseUnavailable`: the transaction was not
+        committed.
+        """
         if _in_transaction.get():
             raise RuntimeError("Store.transaction() opened inside another transaction of the same task")
         marker = _in_transaction.set(True)
@@ -235,6 +269,10 @@ class Store:
             else:
                 async with self._queue.turn(), self.engine.begin() as connection:
                     yield Transaction(connection, self.is_sqlite)
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise DatabaseUnavailable() from exc
+            raise
         finally:
             _in_transaction.reset(marker)
 
@@ -254,6 +292,10 @@ class Store:
                 await connection.execution_options(**{_READ_ONLY_OPTION: True})
                 async with connection.begin():
                     yield Transaction(connection, self.is_sqlite)
+        except Exception as exc:
+            if is_database_outage(exc):
+                raise DatabaseUnavailable() from exc
+            raise
         finally:
             _in_transaction.reset(marker)
 
@@ -456,6 +498,52 @@ class Transaction:
         if expires_before is not None:
             statement = statement.where(columns.expires_at <= expires_before)
         return [from_row(SignRequest, row) for row in await self._all(statement)]
+
+    async def interrupted_sign_requests(self, alive_after: datetime, *,
+                                        dead_node: str | None = None) -> list[SignRequest]:
+        """Requests in ``signing`` whose instance has not beaten since ``alive_after``, or is of ``dead_node``."""
+        requests, instances = t.sign_requests.c, t.service_instances.c
+        alive = select(instances.id).where(instances.heartbeat_at >= alive_after)
+        if dead_node is not None:
+            alive = alive.where(instances.node != dead_node)
+        statement = (select(t.sign_requests).where(requests.state == "signing")
+                     .where(or_(requests.signing_instance.is_(None), requests.signing_instance.not_in(alive)))
+                     .order_by(requests.updated_at).limit(1000))
+        return [from_row(SignRequest, row) for row in await self._all(statement)]
+
+    async def approved_request_ids(self, updated_before: datetime, limit: int = 1000) -> list[str]:
+        """Requests approved before ``updated_before`` and still waiting for a signer."""
+        columns = t.sign_requests.c
+        statement = (select(columns.id).where(columns.state == "approved", columns.updated_at < updated_before)
+                     .order_by(columns.updated_at).limit(limit))
+        return [row["id"] for row in await self._all(statement)]
+
+    # Service instances
+    async def insert_service_instance(self, **values: Any) -> None:
+        await self.connection.execute(insert(t.service_instances).values(**values))
+
+    async def beat_service_instance(self, instance_id: str, now: datetime) -> bool:
+        """Record that the instance is alive; False when its row is gone (another instance gave it up)."""
+        columns = t.service_instances.c
+        result = await self.connection.execute(
+            update(t.service_instances).where(columns.id == instance_id).values(heartbeat_at=now))
+        return result.rowcount == 1
+
+    async def delete_service_instances(self, *, node: str | None = None, beat_before: datetime | None = None,
+                                       instance_id: str | None = None) -> int:
+        """Remove the instances of ``node``, those silent since ``beat_before``, or the one ``instance_id``."""
+        columns = t.service_instances.c
+        conditions = []
+        if node is not None:
+            conditions.append(columns.node == node)
+        if beat_before is not None:
+            conditions.append(columns.heartbeat_at < beat_before)
+        if instance_id is not None:
+            conditions.append(columns.id == instance_id)
+        if not conditions:
+            return 0
+        result = await self.connection.execute(t.service_instances.delete().where(or_(*conditions)))
+        return result.rowcount
 
     # Approvals
     async def insert_approval(self, approval_id: str, official_id: str, otp_step: int, created_at: datetime,

@@ -124,6 +124,8 @@ class SignRequest:
     signed_path: str | None
     signed_sha256: str | None
     signed_at: datetime | None
+    signing_instance: str | None = None
+    signing_attempts: int = 0
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ __all__ = [
     "admin_changes",
     "policy_versions",
     "key_usage",
+    "service_instances",
 ]
 
 metadata = MetaData()
@@ -157,7 +158,26 @@ sign_requests = Table(
     Column("signed_path", Text),
     Column("signed_sha256", String(64)),
     Column("signed_at", DateTime(timezone=True)),
+    # The service instance (process) that moved the request to signing; see service_instances.
+    Column("signing_instance", String(64)),
+    # Claims so far: a request whose signing met an outage goes back to approved, a few times at most.
+    Column("signing_attempts", Integer, nullable=False, server_default="0"),
     UniqueConstraint("application_id", "idempotency_key", name="uq_sign_requests_idempotency"),
+    Index("ix_sign_requests_state", "state"),
+)
+
+# Every serving process, with the time it last showed it was alive. A request
+# in signing whose instance stopped beating is failed by the others, never
+# signed again; see core.instances.
+service_instances = Table(
+    "service_instances",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # Host name and data directory: the processes of one `signserver serve`.
+    Column("node", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )
 
 approvals = Table(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,12 @@ import pytest
 from signserver.core.audit import append_audit, append_audit_committed, verify_audit_chain
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
+from tests.postgres import new_database_url, query
 
 
 @pytest.fixture
 async def store_with_trail(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+    url = new_database_url(tmp_path, 'audit.db')
     upgrade_to_head(url)
     store = Store(url)
     for number in range(5):
@@ -23,13 +23,12 @@ async def store_with_trail(tmp_path: Path):
             await append_audit(tx, action="submitted", actor_type="application", actor_id="app-1",
                                request_id=f"req_{number}", dossier_code="H01-0001",
                                details={"number": number, "otp": "123456"})
-    yield store, tmp_path / "audit.db"
+    yield store, url
     await store.close()
 
 
-def _edit(db_path: Path, sql: str, *params: object) -> None:
-    with sqlite3.connect(db_path) as db:
-        db.execute(sql, params)
+def _edit(database_url: str, sql: str, *params: object) -> None:
+    query(database_url, sql, params)
 
 
 async def test_untouched_chain_verifies(store_with_trail) -> None:

@@ -80,6 +80,7 @@ from signserver.store.db import IntegrityError, Store, Transaction
 from signserver.store.migrate import upgrade_to_head
 from signserver.store.records import AdminChange, AuditRecord, Credential, HsmKey, Official
 from tests.hsm.conftest import SoftHsmTokens, hsm, raw_session, softhsm_tokens  # noqa: F401 - SoftHSM fixtures
+from tests.postgres import new_database_url
 
 OFFICER_A = "so-test-a"
 OFFICER_B = "so-test-b"
@@ -139,7 +140,7 @@ class CountingVault:
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('key-lifecycle') / 'signserver.db'}"
+    url = new_database_url(tmp_path_factory.mktemp('key-lifecycle'), 'signserver.db')
     upgrade_to_head(url)
 
     async def add_people() -> None:

@@ -26,6 +26,7 @@ from signserver.i18n import message
 from signserver.store import tables
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
+from tests.postgres import new_database_url
 
 CREDENTIAL = "cred-quota"
 APP_A = "app-a"
@@ -43,7 +44,7 @@ def key_policy(quota: str) -> KeyPolicy:
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'quotas.db'}"
+    url = new_database_url(tmp_path, 'quotas.db')
     upgrade_to_head(url)
     store = Store(url)
     async with store.transaction() as tx:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 
 import requests
 
 from tests.csc.conftest import CscClient, assert_csc_error
 from tests.harness import Client, Server
+from tests.postgres import query
 
 
 def login(client: Client, body: dict | None = None, auth: tuple[str, str] | None = None) -> requests.Response:
@@ -105,7 +105,6 @@ def test_api_key_accepted_as_bearer(client: Client) -> None:
 
 def test_tokens_stored_as_digests(server: Server, client: Client) -> None:
     tokens = login(client, {"rememberMe": True}).json()
-    with sqlite3.connect(server.home / "signserver.db") as db:
-        stored = {row[0] for row in db.execute("SELECT token_sha256 FROM csc_tokens")}
+    stored = {row[0] for row in query(server.home, "SELECT token_sha256 FROM csc_tokens")}
     assert hashlib.sha256(tokens["access_token"].encode()).hexdigest() in stored
     assert tokens["access_token"] not in stored

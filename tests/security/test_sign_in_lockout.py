@@ -32,6 +32,7 @@ from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
 from signserver.store.records import AuditRecord, Official
 from tests.hsm.conftest import hsm, softhsm_tokens  # noqa: F401 - SoftHSM fixtures
+from tests.postgres import new_database_url
 
 NOW = datetime(2026, 12, 7, 2, 0, 15, tzinfo=timezone.utc)
 POLICY = OtpPolicy(lockout_threshold=5, lockout_period=timedelta(minutes=15))
@@ -89,7 +90,7 @@ def secret_box(hsm: Hsm) -> HsmSecretBox:  # noqa: F811
 
 @pytest.fixture
 async def sign_in(tmp_path: Path, secret_box: HsmSecretBox) -> AsyncIterator[SignIn]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'sign-in.db'}"
+    url = new_database_url(tmp_path, 'sign-in.db')
     upgrade_to_head(url)
     store = Store(url)
     people = [(OFFICIAL, "Lê Thị Mai", "official"), (OFFICER, "Phạm Quốc Bảo", "security_officer"),
