@@ -52,11 +52,19 @@ def _states_query(request: web.Request) -> list[str] | None:
     return [state for state in request.query.get("state", "").split(",") if state] or None
 
 
+# The range of a signed 64-bit integer, which SQLite's INTEGER and PostgreSQL's BIGINT columns store.
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
 def _integer_query(request: web.Request, name: str, default: int) -> int:
     try:
-        return int(request.query.get(name, str(default)))
+        value = int(request.query.get(name, str(default)))
     except ValueError:
         raise InvalidInput("field_invalid", field=name, reason="must be an integer") from None
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidInput("field_invalid", field=name, reason=f"must be between {_INT64_MIN} and {_INT64_MAX}")
+    return value
 
 
 def _dataclass_from(cls: type, data: Any, field: str) -> Any:
