@@ -14,12 +14,13 @@ run: setup
 	.venv/bin/signserver init
 	.venv/bin/signserver serve
 
+# One worker per core (at most 2 here); each test file stays on one worker, so its servers start once.
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n auto --dist loadfile
 
 # The whole suite with PostgreSQL as the store of every data directory (the tests start their own server).
 test-postgres: setup
-	SIGNSERVER_TEST_STORE=postgresql .venv/bin/python -m pytest -q
+	SIGNSERVER_TEST_STORE=postgresql .venv/bin/python -m pytest -q -n auto --dist loadfile
 
 # SIGKILLs under load, on PostgreSQL; the report goes to reports/crash-test.json.
 crash-test: setup

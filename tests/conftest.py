@@ -1,8 +1,14 @@
-"""Fixtures shared by the integration tests: one initialised data directory and one server per session."""
+"""Fixtures shared by the integration tests, and the hooks that let pytest-xdist run them in parallel.
+
+Each test session gets one initialised data directory and one server. Under
+pytest-xdist every worker is a session of its own, with its own directory and server.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -10,6 +16,7 @@ import pytest
 
 from tests.certomancer_pki import CertomancerPki, start_certomancer_pki
 from tests.harness import Client, OtpCodes, Server, cli_login, free_port, init_home
+from tests.ports import PORT_CLAIMS_ENV
 from tests.verifiers import make_nss_trust_db
 
 # Limits small enough to test quickly; the defaults are 50 MiB, 72 hours and 15 minutes.
@@ -20,6 +27,31 @@ TEST_SERVER_ENV = {
     # Short enough that a test can wait for a CSC SAD to expire.
     "SIGNSERVER_SAD_TTL_SECONDS": "3",
 }
+
+
+PORT_CLAIMS_KEY = pytest.StashKey[str]()
+
+
+def distributes_tests(config: pytest.Config) -> bool:
+    """Return True in a pytest-xdist controller, the process that hands the tests to worker processes."""
+    if hasattr(config, "workerinput"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The workers start after this hook and copy the controller's environment, so they share one directory.
+    if distributes_tests(config):
+        claims = tempfile.mkdtemp(prefix="signserver-test-ports-")
+        config.stash[PORT_CLAIMS_KEY] = claims
+        os.environ[PORT_CLAIMS_ENV] = claims
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    claims = config.stash.get(PORT_CLAIMS_KEY, None)
+    if claims is not None:
+        os.environ.pop(PORT_CLAIMS_ENV, None)
+        shutil.rmtree(claims, ignore_errors=True)
 
 
 def corpus_directory() -> Path:

@@ -26,6 +26,11 @@ if not Path(SIGNSERVER).exists():
     SIGNSERVER = str(Path(sys.executable).with_name("signserver"))
 
 
+# `signserver --help` took 14 s at load average 6 on 2 cores, and a login also checks an Argon2 password hash,
+# so the OTP code given to `signserver login` must stay valid well beyond that.
+CLI_OTP_VALID_SECONDS = 45
+
+
 def service_env(home: Path, port: int | None = None, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     for name in list(env):
@@ -55,8 +60,9 @@ def init_home(home: Path, port: int | None = None, **extra: str) -> dict[str, An
 
 def cli_login(home: Path, person: dict[str, Any], otp: "OtpCodes", port: int | None = None, **extra: str) -> str:
     """Run ``signserver login`` as ``person`` (from the demo credentials) and return the session token."""
+    code = otp.next(person["totp_secret"], valid_for=CLI_OTP_VALID_SECONDS)
     result = subprocess.run(
-        [SIGNSERVER, "login", "--user", person["username"], "--otp", otp.next(person["totp_secret"])],
+        [SIGNSERVER, "login", "--user", person["username"], "--otp", code],
         env=service_env(home, port, SIGNSERVER_PASSWORD=person["password"], **extra), capture_output=True,
         text=True, timeout=120,
     )
@@ -133,14 +139,16 @@ class OtpCodes:
     def __init__(self) -> None:
         self.used: dict[str, set[int]] = {}
 
-    def next(self, secret: str) -> str:
+    def next(self, secret: str, valid_for: float = 5) -> str:
+        """Return the code of an unused step that the server still accepts ``valid_for`` seconds from now."""
         totp = pyotp.TOTP(secret)
         used = self.used.setdefault(secret, set())
         while True:
-            current = int(time.time()) // 30
+            now = time.time()
+            current = int(now) // 30
             for step in (current - 1, current, current + 1):
-                # Keep a margin at the window's edge: step current-1 stops being valid soon.
-                if step in used or (step == current - 1 and time.time() % 30 > 25):
+                # The server accepts the code of step s until step s + 1 ends.
+                if step in used or (step + 2) * 30 - now < valid_for:
                     continue
                 used.add(step)
                 return totp.generate_otp(step)

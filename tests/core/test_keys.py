@@ -1355,7 +1355,9 @@ async def test_policy_parse_leaves_event_loop_free(ctx: CoreContext, ca: Authori
     longest_gap = max(later - earlier for earlier, later in zip(ticks, ticks[1:]))
     assert (await stored_change(ctx, change.id)).state == "applied"
     assert elapsed > 1.0, "the policy parsed too fast to show a blocked event loop"
-    assert longest_gap < 0.5, f"the event loop stalled for {longest_gap:.2f} s"
+    # Parsed on the event loop, the policy would stall it for most of the elapsed time; a loaded machine adds
+    # shorter stalls of its own.
+    assert longest_gap < elapsed / 2, f"the event loop stalled for {longest_gap:.2f} s of {elapsed:.2f} s"
 
 
 async def test_second_key_destruction_request_rejected(ctx: CoreContext) -> None:
