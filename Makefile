@@ -3,6 +3,7 @@ SIGNSERVER_HOME ?= $(CURDIR)/var
 SIGNSERVER_PORT ?= 8080
 SOAK_SECONDS ?= 600
 CRASH_KILLS ?= 20
+CRASH_STORE ?= postgresql
 export SIGNSERVER_HOME SIGNSERVER_PORT
 
 .PHONY: setup run test test-postgres crash-test soak bench
@@ -22,9 +23,9 @@ test: setup
 test-postgres: setup
 	SIGNSERVER_TEST_STORE=postgresql .venv/bin/python -m pytest -q -n auto --dist loadfile
 
-# SIGKILLs under load, on PostgreSQL; the report goes to reports/crash-test.json.
+# SIGKILLs under load (CRASH_STORE=sqlite for the embedded store); the report goes to reports/crash-test.json.
 crash-test: setup
-	.venv/bin/python -m tests.reliability.crash_loop --kills $(CRASH_KILLS) --store postgresql --report reports/crash-test.json
+	.venv/bin/python -m tests.reliability.crash_loop --kills $(CRASH_KILLS) --store $(CRASH_STORE) --report reports/crash-test.json
 
 # Concurrency 32 for SOAK_SECONDS; the report goes to reports/soak.json.
 soak: setup

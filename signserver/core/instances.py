@@ -55,6 +55,8 @@ class ServiceInstance:
         # Start of this process's unbroken run of heartbeats. It judges others only after a full lease of its
         # own, so that after a database outage it does not take every live instance for dead.
         self._beating_since = None
+        # Approved requests this process took up from others, and when: each is queued again only after a lease.
+        self._taken_up: dict[str, float] = {}
 
     async def register(self) -> None:
         now = self.ctx.clock()
@@ -118,8 +120,13 @@ class ServiceInstance:
         if failed:
             async with self.ctx.store.transaction() as tx:
                 await tx.delete_service_instances(beat_before=now - self._lease)
+        moment = now.timestamp()
+        self._taken_up = {request_id: at for request_id, at in self._taken_up.items()
+                          if moment - at < self._lease.total_seconds()}
         for request_id in waiting:
-            self._resubmit(request_id)
+            if request_id not in self._taken_up:
+                self._taken_up[request_id] = moment
+                self._resubmit(request_id)
         return failed
 
     async def _fail_all(self, interrupted: list) -> int:

@@ -176,22 +176,26 @@ def retry_delay(attempt: int) -> float:
     return min(60.0, 5.0 * 2 ** max(0, attempt - 1))
 
 
-async def _mark_failed(ctx: CoreContext, request_id: str, code: str, params: dict[str, Any] | None = None) -> None:
-    """Move the request to ``failed`` with ``code``, and audit it with the error's ``params`` (time, reason...)."""
+async def _mark_failed(ctx: CoreContext, request_id: str, code: str, params: dict[str, Any] | None = None) -> bool:
+    """Move the request to ``failed`` with ``code``, and audit it with the error's ``params`` (time, reason...).
+
+    Returns False when the request was already in another final state.
+    """
     now = ctx.clock()
     async with ctx.store.transaction() as tx:
         request = await tx.sign_request(request_id, for_update=True)
         if request is None:
-            return
+            return False
         try:
             await transition(tx, request, FAILED, now, state_reason=code)
         except RequestAlreadyDecided:
-            return
+            return False
         await append_audit(
             tx, action="signing_failed", actor_type="system", actor_id="signserver", request_id=request.id,
             dossier_code=request.dossier_code, document_sha256=request.document_sha256,
             details={"reason": code, **({"params": _json_safe(params)} if params else {})}, now=now,
         )
+    return True
 
 
 async def fail_interrupted_request(ctx: CoreContext, request_id: str, instance_id: str) -> None:
@@ -200,8 +204,10 @@ async def fail_interrupted_request(ctx: CoreContext, request_id: str, instance_i
         request = await tx.sign_request(request_id)
     if request is None or request.state != SIGNING:
         return
-    _output_path(request).unlink(missing_ok=True)
-    await _mark_failed(ctx, request_id, "signing_interrupted", {"instance_id": instance_id} if instance_id else None)
+    if await _mark_failed(ctx, request_id, "signing_interrupted",
+                          {"instance_id": instance_id} if instance_id else None):
+        # Only now: a slow process taken for dead may have recorded its signature meanwhile.
+        _output_path(request).unlink(missing_ok=True)
 
 
 class SigningQueue:

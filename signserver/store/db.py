@@ -302,6 +302,8 @@ class Store:
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as connection:
+                # Without this, SQLite's BEGIN IMMEDIATE would wait for the write lock on the event loop.
+                await connection.execution_options(**{_READ_ONLY_OPTION: True})
                 await connection.execute(text("SELECT 1"))
             return True
         except Exception:  # noqa: BLE001 - readiness probe reports any failure as "down"
