@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from signserver.signing.sample import generate_sample_pdf
-from tests.harness import OtpCodes, free_port, init_home, run_cli
+from tests.harness import CLI_OTP_VALID_SECONDS, OtpCodes, free_port, init_home, run_cli
 from tests.postgres import database_url_for_home
 from tests.verifiers import make_nss_trust_db
 
@@ -226,7 +226,8 @@ def _audit_verify(run: _Run) -> dict[str, Any]:
     """Log in as the demo auditor and run ``signserver audit verify``; return its exit code and output."""
     auditor = run.credentials["auditors"][0]
     store = {"SIGNSERVER_DATABASE_URL": run.database_url}
-    login = run_cli(run.home, "login", "--user", auditor["username"], "--otp", OtpCodes().next(auditor["totp_secret"]),
+    code = OtpCodes().next(auditor["totp_secret"], valid_for=CLI_OTP_VALID_SECONDS)
+    login = run_cli(run.home, "login", "--user", auditor["username"], "--otp", code,
                     SIGNSERVER_PASSWORD=auditor["password"], **store)
     if login.returncode != 0:
         return {"passed": False, "exit_code": None, "output": f"auditor login failed: {login.stderr.strip()}"}
