@@ -31,6 +31,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tests.harness import REPO, SIGNSERVER, Client, OtpCodes, Server, free_port, init_home, service_env
 from tests.postgres import query_dicts
 
+# The module's fixture runs about 20 `signserver` commands, each a new interpreter: on a loaded 2-core machine
+# that took more than the suite's 300 s per test.
+pytestmark = pytest.mark.timeout(900)
+
 CREDENTIAL_ID = "cred-tran-thi-bich-ngoc-2"
 OWNER = "off-tran-thi-bich-ngoc"
 SUBJECT_ARGUMENTS = ["--cn", "Trần Thị Bích Ngọc", "--o", "Ủy ban nhân dân huyện Mẫu Sơn",
