@@ -151,6 +151,13 @@ def new_database_url(directory: Path, name: str) -> str:
     return f"sqlite+aiosqlite:///{directory / name}"
 
 
+def _psycopg_statement(statement: str, parameters: tuple) -> tuple[str, tuple | None]:
+    """Turn ``?`` placeholders into psycopg's ``%s``, keeping a literal ``%`` (as in LIKE 'sign%')."""
+    if not parameters:
+        return statement, None
+    return statement.replace("%", "%%").replace("?", "%s"), parameters
+
+
 def _psycopg_dsn(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -172,7 +179,7 @@ def query(database: Path | str, statement: str, parameters: tuple = ()) -> list[
         connection.close()
         return rows
     with psycopg.connect(_psycopg_dsn(url), autocommit=True) as connection:
-        cursor = connection.execute(statement.replace("?", "%s"), parameters)
+        cursor = connection.execute(*_psycopg_statement(statement, parameters))
         return cursor.fetchall() if cursor.description else []
 
 
@@ -197,7 +204,7 @@ def query_dicts(database: Path | str, statement: str, parameters: tuple = ()) ->
         finally:
             connection.close()
     with psycopg.connect(_psycopg_dsn(url), autocommit=True, row_factory=psycopg.rows.dict_row) as connection:
-        return list(connection.execute(statement.replace("?", "%s"), parameters).fetchall())
+        return list(connection.execute(*_psycopg_statement(statement, parameters)).fetchall())
 
 
 def copy_store(home: Path, sqlite_copy: Path) -> str:

@@ -22,6 +22,7 @@ from asn1crypto import tsp
 
 from signserver.signing.sample import generate_sample_pdf
 from tests.harness import Client, OtpCodes, Server, free_port, init_home
+from tests.postgres import copy_store, use_postgres
 from tests.verifiers import pyhanko_validate
 
 
@@ -93,7 +94,9 @@ def tsa_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
     conf = provider_home / "softhsm2.conf"
     conf.write_text(conf.read_text(encoding="utf-8").replace(str(home / "tokens"), str(provider_home / "tokens")),
                     encoding="utf-8")
-    provider = Server(provider_home, free_port()).start()
+    # With PostgreSQL the store is outside the directory, so the copy gets a copy of the database too.
+    store = {"SIGNSERVER_DATABASE_URL": copy_store(home, provider_home / "signserver.db")} if use_postgres() else {}
+    provider = Server(provider_home, free_port(), store).start()
     yield home, credentials, provider
     provider.stop()
 
