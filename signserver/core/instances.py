@@ -75,7 +75,7 @@ class ServiceInstance:
         now = self.ctx.clock()
         async with self.ctx.store.transaction() as tx:
             interrupted = await tx.interrupted_sign_requests(now - self._lease, dead_node=self.node)
-            waiting = await tx.approved_request_ids(now + timedelta(days=1))
+            waiting = await tx.approved_request_ids()
         failed = await self._fail_all(interrupted)
         async with self.ctx.store.transaction() as tx:
             await tx.delete_service_instances(node=self.node)

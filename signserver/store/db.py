@@ -513,11 +513,12 @@ class Transaction:
                      .order_by(requests.updated_at).limit(1000))
         return [from_row(SignRequest, row) for row in await self._all(statement)]
 
-    async def approved_request_ids(self, updated_before: datetime, limit: int = 1000) -> list[str]:
-        """Requests approved before ``updated_before`` and still waiting for a signer."""
+    async def approved_request_ids(self, updated_before: datetime | None = None, limit: int = 1000) -> list[str]:
+        """Requests still waiting for a signer: all, or those approved before ``updated_before``."""
         columns = t.sign_requests.c
-        statement = (select(columns.id).where(columns.state == "approved", columns.updated_at < updated_before)
-                     .order_by(columns.updated_at).limit(limit))
+        statement = select(columns.id).where(columns.state == "approved").order_by(columns.updated_at).limit(limit)
+        if updated_before is not None:
+            statement = statement.where(columns.updated_at < updated_before)
         return [row["id"] for row in await self._all(statement)]
 
     # Service instances
