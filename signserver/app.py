@@ -213,7 +213,7 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     role: WorkerRole = app["worker_role"]
     queue: SigningQueue = app["signing_queue"]
     waiting: list[str] = []
-    instance = ServiceInstance(ctx, functools.partial(fail_interrupted_request, ctx), queue.submit)
+    instance = ServiceInstance(ctx, functools.partial(fail_interrupted_request, ctx), queue.take_up)
     if role.recover:
         failed, waiting = await instance.recover_own_node()
         if failed:

@@ -62,10 +62,19 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         lock_descriptor = lock_data_directory(settings)
     except DataDirectoryBusy as busy:
-        _say(f"Không khởi động: một dịch vụ signserver khác (PID {busy.holder}) đang dùng thư mục dữ liệu "
-             f"{settings.home}. Hãy dừng dịch vụ đó, hoặc đặt SIGNSERVER_HOME khác.",
-             f"Not started: another signserver service (PID {busy.holder}) is using the data directory "
-             f"{settings.home}. Stop it, or set another SIGNSERVER_HOME.", stream=sys.stderr)
+        if settings.database_url.startswith("sqlite"):
+            _say(f"Không khởi động: một dịch vụ signserver khác (PID {busy.holder}) đang dùng thư mục dữ liệu "
+                 f"{settings.home}. Hãy dừng dịch vụ đó, hoặc đặt SIGNSERVER_HOME khác.",
+                 f"Not started: another signserver service (PID {busy.holder}) is using the data directory "
+                 f"{settings.home}. Stop it, or set another SIGNSERVER_HOME.", stream=sys.stderr)
+        else:
+            # Replicas on PostgreSQL may share the directory, one per node name.
+            _say(f"Không khởi động: một dịch vụ signserver khác (PID {busy.holder}) đang chạy với tên nút "
+                 f"{settings.run_dir.name} trên thư mục dữ liệu {settings.home}. Hãy dừng dịch vụ đó, hoặc đặt "
+                 f"SIGNSERVER_NODE_NAME khác cho bản sao này.",
+                 f"Not started: another signserver service (PID {busy.holder}) runs as node {settings.run_dir.name} "
+                 f"on the data directory {settings.home}. Stop it, or give this replica another "
+                 f"SIGNSERVER_NODE_NAME.", stream=sys.stderr)
         return 1
     url = f"http://{settings.host}:{settings.port}"
     if settings.log_format == "json":

@@ -34,6 +34,9 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
+# Seconds before a request whose claim met a database outage is tried again.
+DATABASE_RETRY_SECONDS = 5.0
+
 
 
 def _output_path(request: SignRequest) -> Path:
@@ -220,25 +223,47 @@ class SigningQueue:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.worker_count = workers
         self.tasks: list[asyncio.Task[None]] = []
+        # Requests queued here or waiting for a retry timer: another process's leftovers are taken up only if absent.
+        self.pending: set[str] = set()
 
     def start(self) -> None:
         self.tasks = [asyncio.create_task(self._run(), name=f"signing-worker-{n}") for n in range(self.worker_count)]
 
     def submit(self, request_id: str) -> None:
+        self.pending.add(request_id)
         self.queue.put_nowait(request_id)
+
+    def take_up(self, request_id: str) -> None:
+        """Queue a request that another process left approved, unless this one already holds it."""
+        if request_id not in self.pending:
+            self.submit(request_id)
+
+    def _retry_later(self, request_id: str, delay: float) -> None:
+        self.pending.add(request_id)
+        asyncio.get_running_loop().call_later(delay, self.submit, request_id)
 
     async def _run(self) -> None:
         while True:
             request_id = await self.queue.get()
+            retrying = False
             try:
                 if await sign_approved_request(self.ctx, request_id, self.instance_id) == APPROVED:
                     async with self.ctx.store.read_only() as tx:
                         request = await tx.sign_request(request_id)
                     attempt = request.signing_attempts if request else 1
-                    asyncio.get_running_loop().call_later(retry_delay(attempt), self.submit, request_id)
+                    self._retry_later(request_id, retry_delay(attempt))
+                    retrying = True
+            except DatabaseUnavailable:
+                # Not claimed: the request is still approved, so it is tried again once the database is back.
+                log.warning("signing_worker.store_unavailable", request_id=request_id,
+                            retry_in_seconds=DATABASE_RETRY_SECONDS)
+                self._retry_later(request_id, DATABASE_RETRY_SECONDS)
+                retrying = True
             except Exception:  # noqa: BLE001 - keep the worker alive; the request stays approved for a retry
                 log.exception("signing_worker.error", request_id=request_id)
             finally:
+                if not retrying:
+                    self.pending.discard(request_id)
                 self.queue.task_done()
 
     async def drain(self) -> None:
