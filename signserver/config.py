@@ -48,8 +48,8 @@ class Settings:
     workers: int = 1
     # This node's name among the replicas of one database; empty means "<host name>:<data directory>".
     node_name: str = ""
-    # Each serving process writes a heartbeat this often; a process silent for the lease is taken for dead
-    # by the others, which then fail the requests it was signing (see core.instances).
+    # Each serving process writes a heartbeat this often. The others take a process silent for the lease
+    # for dead, and fail the requests it was signing (see core.instances).
     instance_heartbeat_seconds: int = 5
     instance_lease_seconds: int = 60
     # Claims of one approved request: an outage of the HSM, a TSA or a revocation source puts it back in line

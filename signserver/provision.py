@@ -148,7 +148,7 @@ def initialize(settings: Settings) -> dict[str, Any]:
 
 
 def _empty_token_mount(settings: Settings, child: Path) -> bool:
-    """An empty token directory may already be there: a volume of its own, shared by replicas."""
+    """Return whether ``child`` is an empty token directory, such as a token volume that replicas share."""
     return child == settings.token_dir and child.is_dir() and not any(child.iterdir())
 
 

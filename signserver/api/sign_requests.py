@@ -40,7 +40,7 @@ async def create_sign_request(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     application = await require_application(request)
     if not request.app["hsm"].available:
-        # Nothing could be approved or signed meanwhile: the caller is told to come back rather than left waiting.
+        # Nothing could be approved or signed meanwhile, so the caller gets 503 with Retry-After instead of a wait.
         raise HsmUnavailable()
     metadata, document = await read_sign_request_upload(
         request, ctx.settings.documents_dir / "incoming", ctx.settings.max_body_bytes

@@ -126,7 +126,7 @@ async def sign_approved_request(ctx: CoreContext, request_id: str, instance_id: 
 async def _until_stored(step: Callable[[], Awaitable[T]]) -> T:
     """Run a transaction that ends a signing, again and again while the database is unreachable.
 
-    The request is in ``signing`` and this process holds its claim: giving
+    The request is in ``signing`` and the claim is this process's: giving
     up would leave it there while this process still beats. If the process
     stops first, the request is failed as interrupted by the next one.
     """
@@ -234,7 +234,7 @@ class SigningQueue:
         self.queue.put_nowait(request_id)
 
     def take_up(self, request_id: str) -> None:
-        """Queue a request that another process left approved, unless this one already holds it."""
+        """Queue a request that another process left approved, unless this one already has it queued or waiting for a retry."""
         if request_id not in self.pending:
             self.submit(request_id)
 

@@ -212,7 +212,7 @@ def _inline_connector(path: str) -> Any:
 
 
 def is_database_outage(exc: BaseException | None, depth: int = 0) -> bool:
-    """Whether ``exc`` means the database could not be reached, rather than a refused statement.
+    """Return whether ``exc`` means the database could not be reached, rather than a rejected statement.
 
     SQLAlchemy wraps the driver's error, and its asyncpg adapter wraps
     asyncpg's in turn, so the causes are followed a few levels down.
