@@ -33,7 +33,9 @@ def configure_logging(log_format: str = "console", level: int = logging.INFO) ->
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per record, newline included: print() writes the newline separately, and the records of
+        # several worker processes sharing one stderr then ran together on one line.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 
