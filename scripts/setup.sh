@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(softhsm2 opensc poppler-utils qpdf fonts-liberation2 fonts-texgyre libnss3-tools jq faketime postgresql docker-compose)
+apt_packages=(softhsm2 opensc poppler-utils qpdf fonts-liberation2 fonts-texgyre libnss3-tools jq faketime postgresql docker-compose chromium)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -34,6 +34,8 @@ class Application:
     basic_password_hash: str | None
     enabled: bool
     created_at: datetime
+    webhook_url: str | None = None
+    webhook_secret_wrapped: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ class SignRequest:
     signed_at: datetime | None
     signing_instance: str | None = None
     signing_attempts: int = 0
+    delegation_id: str | None = None
+    requested_credential_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,10 @@ __all__ = [
     "policy_versions",
     "key_usage",
     "service_instances",
+    "approval_steps",
+    "delegations",
+    "webhook_events",
+    "webhook_attempts",
 ]
 
 metadata = MetaData()
@@ -62,6 +66,10 @@ applications = Table(
     Column("basic_password_hash", Text),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Where the application's webhooks go, and their HMAC-SHA256 key wrapped by the HSM's
+    # secret-wrapping key (the key must be recoverable to sign, so it cannot be hashed).
+    Column("webhook_url", Text),
+    Column("webhook_secret_wrapped", LargeBinary),
 )
 
 officials = Table(
@@ -162,6 +170,10 @@ sign_requests = Table(
     Column("signing_instance", String(64)),
     # Claims so far: a request whose signing met an outage goes back to approved, a few times at most.
     Column("signing_attempts", Integer, nullable=False, server_default="0"),
+    # Set when a deputy approves in a delegator's place (ủy quyền): the delegation, and the
+    # credential the application asked for, which the deputy's own credential replaced.
+    Column("delegation_id", String(64)),
+    Column("requested_credential_id", String(64)),
     UniqueConstraint("application_id", "idempotency_key", name="uq_sign_requests_idempotency"),
     Index("ix_sign_requests_state", "state"),
 )
@@ -213,6 +225,9 @@ official_sessions = Table(
     Column("official_id", String(64), ForeignKey("officials.id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # api (bearer token) | inbox (cookie of the officials' web inbox, with an idle timeout)
+    Column("kind", String(16), nullable=False, server_default="api"),
+    Column("last_seen_at", DateTime(timezone=True)),
 )
 
 audit_log = Table(
@@ -365,4 +380,75 @@ key_usage = Table(
     Column("application_id", String(64), primary_key=True),
     Column("period", String(16), primary_key=True),
     Column("count", BigInteger, nullable=False),
+)
+
+
+# The ordered approvers of a sign request (for example a specialist, then the
+# leader whose key signs). One step is current at a time; the request is
+# approved when its last step is, and rejected when any step is. The assignee
+# is the named official, or their deputy when a delegation was in force.
+approval_steps = Table(
+    "approval_steps",
+    metadata,
+    Column("request_id", String(64), ForeignKey("sign_requests.id"), primary_key=True),
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("assignee_official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("delegation_id", String(64)),
+    Column("state", String(16), nullable=False),  # waiting | current | approved | rejected
+    Column("approval_id", String(64)),
+    Column("decided_at", DateTime(timezone=True)),
+    Index("ix_approval_steps_assignee_state", "assignee_official_id", "state"),
+)
+
+# An official's delegation of approval to a named deputy for a period (ủy quyền).
+delegations = Table(
+    "delegations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("delegator_official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("deputy_official_id", String(64), ForeignKey("officials.id"), nullable=False),
+    Column("starts_at", DateTime(timezone=True), nullable=False),
+    Column("ends_at", DateTime(timezone=True), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(64), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_by", String(64)),
+    Index("ix_delegations_delegator", "delegator_official_id"),
+)
+
+# The durable outbox of webhooks: a row is written in the transaction that
+# changes the request's state, so nothing is sent for a change that rolled
+# back, and nothing committed is lost. A sender claims a row until
+# claimed_until, posts it, and records the attempt.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("application_id", String(64), ForeignKey("applications.id"), nullable=False),
+    Column("request_id", String(64)),
+    Column("event_type", String(64), nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("abandoned_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("claimed_by", String(64)),
+    Column("claimed_until", DateTime(timezone=True)),
+    Index("ix_webhook_events_due", "delivered_at", "next_attempt_at"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("event_id", String(64), ForeignKey("webhook_events.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True, autoincrement=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("instance", String(64)),
 )
