@@ -21,7 +21,9 @@ import hsm
 from signserver.api import demo_ca as demo_ca_routes
 from signserver.api import admin, officials, operations, sign_requests
 from signserver.api.validations import setup_validations
+from signserver.web import setup_inbox
 from signserver.api.problems import error_middleware
+from signserver.api import webhooks as webhook_routes
 from signserver.cli_output import say
 from signserver.config import Settings
 from signserver.csc import routes as csc_routes
@@ -42,13 +44,12 @@ from signserver.signing.tsa import InProcessTimeStamper, TimeStampAuthority
 from signserver.signing.tsa_client import FailoverTimeStamper
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
+from signserver.webhook_sender import WebhookSender
 from signserver.workers import WorkerRole
 
 __all__ = ["build_app", "build_core_context", "open_hsm", "load_trust_roots", "run", "run_serving"]
 
 log = structlog.get_logger(__name__)
-
-EXPIRY_SWEEP_SECONDS = 30
 
 
 def policy_source_for(_settings: Settings) -> PolicySource:
@@ -124,7 +125,7 @@ async def _expiry_sweeper(ctx: CoreContext) -> None:
             await expire_due_requests(ctx)
         except Exception:  # noqa: BLE001 - the sweeper must outlive a failed round
             log.exception("expiry_sweeper.error")
-        await asyncio.sleep(EXPIRY_SWEEP_SECONDS)
+        await asyncio.sleep(ctx.settings.expiry_sweep_seconds)
 
 
 def _demo_ca(settings: Settings) -> DemoCa:
@@ -198,9 +199,11 @@ async def build_app(settings: Settings, role: WorkerRole | None = None) -> web.A
     app.add_routes(sign_requests.routes)
     app.add_routes(officials.routes)
     app.add_routes(admin.routes)
+    app.add_routes(webhook_routes.routes)
     app.add_routes(operations.routes)
     app.add_routes(csc_routes.routes)
     setup_validations(app, settings)
+    setup_inbox(app, settings)
     if has_demo_ca(settings.pki_dir):
         app["demo_ca"] = _demo_ca(settings)
         app.add_routes(demo_ca_routes.routes)
@@ -227,6 +230,8 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
         queue.submit(request_id)
     sweeper = asyncio.create_task(_expiry_sweeper(ctx), name="expiry-sweeper") if role.sweep else None
     keepalive = asyncio.create_task(keep_hsm_alive(app["hsm"], ctx.settings.hsm_probe_seconds), name="hsm-keepalive")
+    webhook_sender = WebhookSender(ctx, instance.id)
+    webhooks = asyncio.create_task(webhook_sender.run(), name="webhook-sender")
     log.info("signserver.started", host=ctx.settings.host, port=ctx.settings.port, resumed=len(waiting),
              worker=role.index, pid=os.getpid())
     if role.ready_fd is not None:
@@ -237,6 +242,12 @@ async def _background_tasks(app: web.Application) -> AsyncIterator[None]:
     if sweeper is not None:
         sweeper.cancel()
     keepalive.cancel()
+    # Posts under way end within their timeout; their events are recorded before the store closes.
+    webhook_sender.stop()
+    try:
+        await asyncio.wait_for(webhooks, timeout=ctx.settings.webhook_timeout_seconds + 5)
+    except asyncio.TimeoutError:
+        log.warning("webhook_sender.stop_timed_out")
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(queue.drain(), timeout=60)
     await queue.stop()

@@ -28,6 +28,7 @@ from signserver.key_commands import add_keys_parser, run_keys_command
 from signserver.logging import configure_logging
 from signserver.policy_commands import POLICY_HANDLERS, add_policy_parsers
 from signserver.validate_command import add_validate_parser, run_validate
+from signserver.webhook_commands import add_webhook_parser, run_webhooks_command
 
 __all__ = ["main"]
 
@@ -345,6 +346,7 @@ def _parser() -> argparse.ArgumentParser:
     add_policy_parsers(commands)
     add_enrolment_parsers(commands)
     add_keys_parser(commands)
+    add_webhook_parser(commands)
     return parser
 
 
@@ -358,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         args.server = f"http://127.0.0.1:{settings.port}"
     handlers = {"init": _cmd_init, "serve": _cmd_serve, "demo": _cmd_demo, "demo-ca": _cmd_demo_ca,
                 "credentials": _cmd_credentials, "validate": run_validate, "keys": run_keys_command,
+                "webhooks": run_webhooks_command,
                 **POLICY_HANDLERS, **ENROLMENT_HANDLERS}
     try:
         return handlers[args.command](settings, args)

@@ -58,9 +58,19 @@ class Settings:
     policies_dir: Path = PROJECT_ROOT / "policies"
     max_body_bytes: int = 50 * 1024 * 1024
     max_batch_size: int = 50
+    # Officials named in a sign request's approval chain, the key's approver included.
+    approval_chain_max_length: int = 5
+    # Maximum period of one delegation of approval (ủy quyền).
+    delegation_max_period: timedelta = timedelta(days=90)
     request_ttl: timedelta = timedelta(hours=72)
     min_request_ttl: timedelta = timedelta(seconds=60)
     official_session_ttl: timedelta = timedelta(hours=8)
+    # Officials' web inbox: its session cookie is Secure unless this is False (only for plain HTTP on a host
+    # other than localhost or 127.0.0.1, where browsers do not store Secure cookies). A session ends after this
+    # long without a request, and in any case at its absolute lifetime.
+    inbox_cookie_secure: bool = True
+    inbox_idle_timeout: timedelta = timedelta(minutes=15)
+    inbox_session_ttl: timedelta = timedelta(hours=8)
     otp_lockout_threshold: int = 5
     otp_lockout_period: timedelta = timedelta(minutes=15)
     tsa_policy_oid: str = DEFAULT_TSA_POLICY_OID
@@ -85,6 +95,16 @@ class Settings:
     # one validation may take, OCSP and CRL requests included.
     validation_workers: int = 2
     validation_timeout_seconds: int = 120
+    # Webhooks to applications: time allowed to one POST, seconds between polls of the outbox, and the
+    # retries of a failed event. The delay starts at webhook_retry_seconds and doubles up to
+    # webhook_max_delay_seconds; the event is abandoned after webhook_max_attempts attempts.
+    webhook_timeout_seconds: int = 15
+    webhook_poll_seconds: int = 1
+    webhook_retry_seconds: int = 10
+    webhook_max_delay_seconds: int = 3600
+    webhook_max_attempts: int = 32
+    # Seconds between sweeps that move pending requests past their expiry to "expired".
+    expiry_sweep_seconds: int = 30
     log_format: str = "console"
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -109,9 +129,15 @@ class Settings:
             policies_dir=Path(os.environ.get("SIGNSERVER_POLICIES_DIR") or PROJECT_ROOT / "policies"),
             max_body_bytes=_int_env("SIGNSERVER_MAX_BODY_BYTES", 50 * 1024 * 1024),
             max_batch_size=_int_env("SIGNSERVER_MAX_BATCH_SIZE", 50),
+            approval_chain_max_length=max(1, _int_env("SIGNSERVER_APPROVAL_CHAIN_MAX_LENGTH", 5)),
+            delegation_max_period=timedelta(days=max(1, _int_env("SIGNSERVER_DELEGATION_MAX_DAYS", 90))),
             request_ttl=timedelta(seconds=_int_env("SIGNSERVER_REQUEST_TTL_SECONDS", 72 * 3600)),
             min_request_ttl=timedelta(seconds=_int_env("SIGNSERVER_MIN_REQUEST_TTL_SECONDS", 60)),
             official_session_ttl=timedelta(seconds=_int_env("SIGNSERVER_SESSION_TTL_SECONDS", 8 * 3600)),
+            inbox_cookie_secure=os.environ.get("SIGNSERVER_INBOX_COOKIE_SECURE", "1").strip().lower()
+            not in ("0", "false", "no", "off"),
+            inbox_idle_timeout=timedelta(seconds=max(1, _int_env("SIGNSERVER_INBOX_IDLE_SECONDS", 15 * 60))),
+            inbox_session_ttl=timedelta(seconds=max(60, _int_env("SIGNSERVER_INBOX_SESSION_SECONDS", 8 * 3600))),
             otp_lockout_threshold=_int_env("SIGNSERVER_OTP_LOCKOUT_THRESHOLD", 5),
             otp_lockout_period=timedelta(seconds=_int_env("SIGNSERVER_OTP_LOCKOUT_SECONDS", 15 * 60)),
             log_format=os.environ.get("SIGNSERVER_LOG_FORMAT", "console"),
@@ -128,6 +154,12 @@ class Settings:
             demo_ca_url=os.environ.get("SIGNSERVER_DEMO_CA_URL", "").strip(),
             validation_workers=max(1, _int_env("SIGNSERVER_VALIDATION_WORKERS", 2)),
             validation_timeout_seconds=max(1, _int_env("SIGNSERVER_VALIDATION_TIMEOUT_SECONDS", 120)),
+            webhook_timeout_seconds=max(1, _int_env("SIGNSERVER_WEBHOOK_TIMEOUT_SECONDS", 15)),
+            webhook_poll_seconds=max(1, _int_env("SIGNSERVER_WEBHOOK_POLL_SECONDS", 1)),
+            webhook_retry_seconds=max(1, _int_env("SIGNSERVER_WEBHOOK_RETRY_SECONDS", 10)),
+            webhook_max_delay_seconds=max(1, _int_env("SIGNSERVER_WEBHOOK_MAX_DELAY_SECONDS", 3600)),
+            webhook_max_attempts=max(1, _int_env("SIGNSERVER_WEBHOOK_MAX_ATTEMPTS", 32)),
+            expiry_sweep_seconds=max(1, _int_env("SIGNSERVER_EXPIRY_SWEEP_SECONDS", 30)),
         )
 
     # Files inside the data directory.

@@ -61,22 +61,29 @@ def _apps(settings: Settings, args: argparse.Namespace) -> int:
                 return await tx.applications()
 
         for application in run_as_person(settings, args, (SECURITY_OFFICER, AUDITOR), listing):
-            print(f"{application.id:<28} {application.name} — {application.agency}")
+            webhook = f"  webhook: {application.webhook_url}" if application.webhook_url else ""
+            print(f"{application.id:<28} {application.name} — {application.agency}{webhook}")
         return 0
 
     async def add(ctx: CoreContext, officer: Official) -> enrolment.EnrolledApplication:
         return await enrolment.enrol_application(ctx, officer, application_id=args.id, name=args.name,
-                                                 agency=args.agency)
+                                                 agency=args.agency, webhook_url=args.webhook_url)
 
     enrolled = run_as_person(settings, args, (SECURITY_OFFICER,), add)
     if args.json:
-        print(json.dumps({"id": enrolled.application.id, "api_key": enrolled.api_key}))
+        print(json.dumps({"id": enrolled.application.id, "api_key": enrolled.api_key,
+                          "webhook_url": enrolled.application.webhook_url,
+                          "webhook_secret": enrolled.webhook_secret}))
         return 0
     say(f"Đã đăng ký hệ thống {enrolled.application.name} ({enrolled.application.id}). Khóa API dưới đây chỉ hiện "
         "một lần. Hệ thống chưa dùng được khóa ký nào cho đến khi một phiên bản chính sách cho phép.",
         f"Enrolled application {enrolled.application.name} ({enrolled.application.id}). The API key below is "
         "shown only once. It can use no signing key until a policy version grants one.")
     print(f"  api_key: {enrolled.api_key}")
+    if enrolled.webhook_secret is not None:
+        say(f"Webhook: {enrolled.application.webhook_url}. Khóa ký webhook dưới đây cũng chỉ hiện một lần.",
+            f"Webhook: {enrolled.application.webhook_url}. The webhook signing key below is also shown only once.")
+        print(f"  webhook_secret: {enrolled.webhook_secret}")
     return 0
 
 
@@ -104,6 +111,7 @@ def add_enrolment_parsers(commands: Any) -> None:
     add.add_argument("--id", required=True, help="e.g. app-motcua-xa-an-phu")
     add.add_argument("--name", required=True, help="tên hệ thống / name")
     add.add_argument("--agency", required=True, help="cơ quan / agency")
+    add.add_argument("--webhook-url", help="URL nhận thông báo / absolute http:// or https:// URL for webhooks")
     add.add_argument("--json", action="store_true", help="print JSON")
     add_person_arguments(add)
 

@@ -187,7 +187,8 @@ def official_json(official: Official) -> dict[str, Any]:
 
 def application_json(application: Application) -> dict[str, Any]:
     return {"id": application.id, "name": application.name, "agency": application.agency,
-            "enabled": application.enabled, "created_at": iso(application.created_at)}
+            "enabled": application.enabled, "created_at": iso(application.created_at),
+            "webhook_url": application.webhook_url}
 
 
 @routes.get("/api/v1/admin/officials")
@@ -231,10 +232,15 @@ async def enrol_application(request: web.Request) -> web.Response:
     ctx: CoreContext = request.app["core"]
     officer = await require_person(request, SECURITY_OFFICER)
     body = await json_body(request)
+    webhook_url = body.get("webhook_url")
     enrolled = await enrolment.enrol_application(ctx, officer, application_id=string_field(body, "id", 64),
                                                  name=string_field(body, "name", 200),
-                                                 agency=string_field(body, "agency", 200))
-    return web.json_response({**application_json(enrolled.application), "api_key": enrolled.api_key}, status=201,
+                                                 agency=string_field(body, "agency", 200),
+                                                 webhook_url=None if webhook_url in (None, "") else webhook_url)
+    shown_once = {"api_key": enrolled.api_key}
+    if enrolled.webhook_secret is not None:
+        shown_once["webhook_secret"] = enrolled.webhook_secret
+    return web.json_response({**application_json(enrolled.application), **shown_once}, status=201,
                              headers={"Cache-Control": "no-store"})
 
 

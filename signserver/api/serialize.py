@@ -12,11 +12,13 @@ from typing import Any
 from aiohttp import web
 
 from signserver.core.change_details import ChangeDetails
+from signserver.core.queries import ChainStep
 from signserver.core.signature_options import options_of
 from signserver.store.records import AdminChange, AuditRecord, Credential, HsmKey, SignRequest
 
 __all__ = [
     "sign_request_json",
+    "approval_step_json",
     "credential_json",
     "hsm_key_json",
     "change_json",
@@ -33,8 +35,11 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def sign_request_json(request: SignRequest, credential: Credential | None = None) -> dict[str, Any]:
+def sign_request_json(request: SignRequest, credential: Credential | None = None,
+                      chain: list[ChainStep] | None = None) -> dict[str, Any]:
     """Return the request's JSON view; with ``credential``, the signer's certificate (base64 DER) too.
+
+    With ``chain``, ``approval_chain`` lists the approval steps in order.
 
     A hash-only request has ``document`` null and shows the application's
     ``digest`` instead.
@@ -48,7 +53,9 @@ def sign_request_json(request: SignRequest, credential: Credential | None = None
         "title": request.title,
         "document_type": request.document_type,
         "application_id": request.application_id,
-        "signer": {"credential_id": request.credential_id, "approver_official_id": request.approver_official_id},
+        "signer": {"credential_id": request.credential_id, "approver_official_id": request.approver_official_id,
+                   "requested_credential_id": request.requested_credential_id},
+        "delegation_id": request.delegation_id,
         "format": request.signature_format,
         "level": request.signature_level,
         "reason": request.reason,
@@ -78,12 +85,26 @@ def sign_request_json(request: SignRequest, credential: Credential | None = None
         body["signature_algorithm"] = options.signature_algorithm
     if credential is not None:
         body["signer"]["certificate"] = base64.b64encode(credential.certificate_der).decode("ascii")
+    if chain is not None:
+        body["approval_chain"] = [approval_step_json(step) for step in chain]
     if request.signed_sha256:
         # The signers reach the requested level or fail the request, so a signed request's level is the one reached.
         body["signed_document"] = {"sha256": request.signed_sha256, "signed_at": iso(request.signed_at),
                                    "level": request.signature_level}
         body["links"]["signed_document"] = f"/api/v1/sign-requests/{request.id}/signed-document"
     return body
+
+
+def approval_step_json(step: ChainStep) -> dict[str, Any]:
+    return {
+        "position": step.position,
+        "official": {"id": step.official_id, "username": step.official_username, "full_name": step.official_name},
+        "assignee": {"id": step.assignee_official_id, "username": step.assignee_username,
+                     "full_name": step.assignee_name},
+        "delegation_id": step.delegation_id,
+        "state": step.state,
+        "decided_at": iso(step.decided_at),
+    }
 
 
 def credential_json(credential: Credential) -> dict[str, Any]:

@@ -79,7 +79,8 @@ async def get_sign_request(request: web.Request) -> web.Response:
     application = await require_application(request)
     found = await queries.request_for_application(ctx, application, request.match_info["request_id"])
     credential = await queries.signer_credential(ctx, found)
-    return web.json_response(sign_request_json(found, credential))
+    chain = await queries.approval_chain(ctx, found.id)
+    return web.json_response(sign_request_json(found, credential, chain))
 
 
 @routes.get("/api/v1/sign-requests/{request_id}/signed-document")

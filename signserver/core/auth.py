@@ -3,6 +3,11 @@
 API keys and session tokens are 256-bit random values, stored as SHA-256
 digests: their entropy makes a slow hash unnecessary. Passwords are stored as
 Argon2id hashes. No secret is logged or written to the audit trail.
+
+A session has a kind: "api" sessions are bearer tokens of the native API,
+"inbox" sessions are the cookie of the officials' web inbox. Each kind is
+accepted only by its own interface, and an inbox session also ends after an
+idle timeout.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from signserver.store.db import Store
+from signserver.store.inbox_sessions import touch_session
 from signserver.store.records import Application, Official
 
 from .audit import append_audit
 from .errors import AuthenticationFailed, OfficialLocked
 from .otp import OtpPolicy, check_otp, count_failure, is_locked
 from .ports import SecretBox
-from .roles import audit_actor_type, login_needs_otp
+from .refusals import require_role_audited
+from .roles import SIGNING_ROLES, audit_actor_type, login_needs_otp
 
 __all__ = [
     "sha256_hex",
@@ -34,10 +41,19 @@ __all__ = [
     "verify_password",
     "Authenticator",
     "OfficialSession",
+    "SESSION_KIND_API",
+    "SESSION_KIND_INBOX",
 ]
 
 API_KEY_PREFIX = "ssk_"
 SESSION_TOKEN_PREFIX = "sso_"
+
+SESSION_KIND_API = "api"
+SESSION_KIND_INBOX = "inbox"
+# An inbox session's last_seen_at is written at most this often (or a quarter of the idle timeout, if shorter),
+# so that reading pages does not write on every request. A session may therefore end up to this much before
+# the idle timeout has passed since its last request.
+INBOX_TOUCH_INTERVAL = timedelta(seconds=30)
 
 log = structlog.get_logger(__name__)
 
@@ -111,13 +127,38 @@ class Authenticator:
         expires_at = now + self.session_ttl
         async with self.store.transaction() as tx:
             await tx.insert_session(
-                token_sha256=sha256_hex(token), official_id=official.id, created_at=now, expires_at=expires_at
+                token_sha256=sha256_hex(token), official_id=official.id, created_at=now, expires_at=expires_at,
+                kind=SESSION_KIND_API,
             )
         return OfficialSession(token, official, expires_at)
 
+    async def login_inbox(self, username: str, password: str, otp: str, now: datetime,
+                          lifetime: timedelta) -> OfficialSession:
+        """Check the password and the TOTP code of an official or seal holder, then open an inbox session.
+
+        Unlike the API's login, every person gives a code here, checked by
+        ``otp.check_otp`` with its replay rule and lockout. A person without a
+        signing role is refused with RoleRequired and an ``access_denied`` record.
+        """
+        official = await self.authenticate_person(username, password, now, otp=otp, channel=SESSION_KIND_INBOX,
+                                                  require_otp=True)
+        await require_role_audited(self.store, official, sorted(SIGNING_ROLES), operation="POST /inbox/login",
+                                   channel=SESSION_KIND_INBOX, now=now)
+        token = new_session_token()
+        expires_at = now + lifetime
+        async with self.store.transaction() as tx:
+            await tx.insert_session(
+                token_sha256=sha256_hex(token), official_id=official.id, created_at=now, expires_at=expires_at,
+                kind=SESSION_KIND_INBOX, last_seen_at=now,
+            )
+        log.info("inbox.session_opened", official_id=official.id)
+        return OfficialSession(token, official, expires_at)
+
     async def authenticate_person(self, username: str, password: str, now: datetime, *, otp: str | None = None,
-                                  channel: str = "api") -> Official:
+                                  channel: str = "api", require_otp: bool = False) -> Official:
         """Check the password, and the TOTP code of an administrative account, and return the person.
+
+        With ``require_otp`` every person must give a right TOTP code, as the web inbox requires.
 
         Every failure raises the same ``login_failed``: an unknown username, a
         disabled or locked account, a wrong password, and a missing, wrong or
@@ -130,7 +171,7 @@ class Authenticator:
             found = await tx.official_by_username(username)
             password_ok = verify_password(found.password_hash if found else None, password)
             official = await tx.official(found.id, for_update=True) if found else None
-            reason, details = await self._login_failure(tx, official, password_ok, otp, now)
+            reason, details = await self._login_failure(tx, official, password_ok, otp, now, require_otp)
             if reason is None:
                 assert official is not None
                 await append_audit(tx, action="official_logged_in", actor_type=audit_actor_type(official),
@@ -150,7 +191,7 @@ class Authenticator:
         return official
 
     async def _login_failure(self, tx: Any, official: Official | None, password_ok: bool, otp: str | None,
-                             now: datetime) -> tuple[str | None, dict[str, Any]]:
+                             now: datetime, require_otp: bool = False) -> tuple[str | None, dict[str, Any]]:
         """Return why the login of ``official`` fails, or None, and the details for its audit record.
 
         A locked account is refused before its password counts, as check_otp
@@ -168,7 +209,7 @@ class Authenticator:
         if not password_ok:
             failed, locked_until = await count_failure(tx, official, now=now, policy=self._otp_policy())
             return "password_invalid", {"consecutive_failures": failed, "locked": locked_until is not None}
-        if not login_needs_otp(official):
+        if not (require_otp or login_needs_otp(official)):
             return None, {}
         if not otp:
             return "otp_missing", {}
@@ -184,20 +225,53 @@ class Authenticator:
         assert self.otp_policy is not None, "logins need the lockout settings (Settings.otp_lockout_threshold)"
         return self.otp_policy
 
-    async def official_by_session(self, token: str, now: datetime) -> Official:
+    async def official_by_session(self, token: str, now: datetime, kind: str = SESSION_KIND_API) -> Official:
+        """Return the person of the session ``token`` of ``kind``; raise ``session_invalid`` if it ended."""
         async with self.store.transaction() as tx:
             session = await tx.session(sha256_hex(token))
             official = await tx.official(session["official_id"]) if session else None
-        expires_at = session["expires_at"] if session else None
-        if expires_at is not None and expires_at.tzinfo is None:
-            expires_at = expires_at.replace(tzinfo=now.tzinfo)
-        if official is None or not official.enabled or expires_at is None or expires_at <= now:
+        expires_at = _aware(session["expires_at"], now) if session else None
+        if (official is None or not official.enabled or expires_at is None or expires_at <= now
+                or session["kind"] != kind):  # type: ignore[index]
             raise AuthenticationFailed("session_invalid")
+        return official
+
+    async def official_by_inbox_session(self, token: str, now: datetime, idle_timeout: timedelta) -> Official:
+        """Return the official or seal holder of the inbox session ``token``, and note the activity.
+
+        The session ends, and is deleted, when it was idle for ``idle_timeout``
+        or passed its absolute lifetime. Raises ``session_invalid`` then, and
+        RoleRequired when the person has lost their signing roles since login.
+        """
+        token_sha256 = sha256_hex(token)
+        async with self.store.read_only() as tx:
+            session = await tx.session(token_sha256)
+            official = await tx.official(session["official_id"]) if session else None
+        if session is None or official is None or session["kind"] != SESSION_KIND_INBOX:
+            raise AuthenticationFailed("session_invalid")
+
+        last_seen_at = _aware(session["last_seen_at"] or session["created_at"], now)
+        if not official.enabled or _aware(session["expires_at"], now) <= now or last_seen_at + idle_timeout <= now:
+            await self.logout_official(token)
+            log.info("inbox.session_ended", official_id=official.id,
+                     reason="disabled" if not official.enabled else "timeout")
+            raise AuthenticationFailed("session_invalid")
+        if now - last_seen_at >= min(INBOX_TOUCH_INTERVAL, idle_timeout / 4):
+            async with self.store.transaction() as tx:
+                await touch_session(tx, token_sha256, now)
+
+        await require_role_audited(self.store, official, sorted(SIGNING_ROLES), operation="inbox",
+                                   channel=SESSION_KIND_INBOX, now=now)
         return official
 
     async def logout_official(self, token: str) -> None:
         async with self.store.transaction() as tx:
             await tx.delete_session(sha256_hex(token))
+
+
+def _aware(value: datetime, now: datetime) -> datetime:
+    """Return ``value`` with the time zone of ``now`` when the database returned it naive (SQLite)."""
+    return value.replace(tzinfo=now.tzinfo) if value.tzinfo is None else value
 
 
 def _attempted_username(official: Official | None, username: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from .audit import append_audit
 from .auth import hash_password, new_api_key, sha256_hex
 from .context import CoreContext
 from .roles import SECURITY_OFFICER, SIGNING_ROLES, parse_roles, require_role
+from .webhook_registration import new_webhook_values
 
 __all__ = ["EnrolledOfficial", "EnrolledApplication", "enrol_official", "enrol_application", "AccountExists"]
 
@@ -51,6 +52,8 @@ class EnrolledOfficial:
 class EnrolledApplication:
     application: Application
     api_key: str
+    # The webhook signing key (whsec_...), when the application was enrolled with a webhook URL.
+    webhook_secret: str | None = None
 
 
 def _text(name: str, value: str, max_length: int) -> str:
@@ -107,27 +110,35 @@ async def enrol_official(ctx: CoreContext, officer: Official, *, official_id: st
 
 
 async def enrol_application(ctx: CoreContext, officer: Official, *, application_id: str, name: str,
-                            agency: str) -> EnrolledApplication:
+                            agency: str, webhook_url: str | None = None) -> EnrolledApplication:
     """Create a one-stop application account with an API key, returned once.
 
-    The application reaches no key until a policy version names it.
+    With ``webhook_url``, the application also gets its webhook and a new
+    signing key, returned once too. The application reaches no key until a
+    policy version names it.
     """
     require_role(officer, SECURITY_OFFICER)
     application_id = _identifier("id", application_id, _ID_PATTERN)
     name, agency = _text("name", name, 200), _text("agency", agency, 200)
+    webhook_values: dict[str, object] = {}
+    webhook_secret = None
+    if webhook_url is not None:
+        webhook_values, webhook_secret = await new_webhook_values(ctx, webhook_url)
     api_key = new_api_key()
     now = ctx.clock()
     try:
         async with ctx.store.transaction() as tx:
             await tx.insert_application(id=application_id, name=name, agency=agency,
                                         api_key_sha256=sha256_hex(api_key), basic_username=None,
-                                        basic_password_hash=None, enabled=True, created_at=now)
+                                        basic_password_hash=None, enabled=True, created_at=now, **webhook_values)
             await append_audit(tx, action="application_enrolled", actor_type="security_officer",
                                actor_id=officer.id, details={"application_id": application_id, "name": name,
-                                                             "agency": agency}, now=now)
+                                                             "agency": agency,
+                                                             "webhook_url": webhook_values.get("webhook_url")},
+                               now=now)
             application = await tx.application(application_id)
     except IntegrityError:
         raise AccountExists(account=application_id) from None
     assert application is not None
     log.info("application.enrolled", application_id=application_id, officer_id=officer.id)
-    return EnrolledApplication(application, api_key)
+    return EnrolledApplication(application, api_key, webhook_secret)

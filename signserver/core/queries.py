@@ -1,13 +1,18 @@
 """Read access to sign requests and documents, each scoped to the caller.
 
 An application sees only its own requests; an official sees the requests
-they approve. A request outside that scope is reported as not found, so its
+whose current approval step is theirs, and those where they approved or
+rejected a step. A request outside that scope is reported as not found, so its
 existence is not revealed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+
+from signserver.store import chains as chain_store
 
 from signserver.store.records import Application, AuditRecord, Credential, Official, SignRequest
 
@@ -26,7 +31,43 @@ __all__ = [
     "audit_trail",
     "credentials_for_application",
     "signer_credential",
+    "ChainStep",
+    "HistoryEntry",
+    "approval_chain",
+    "history_for_official",
 ]
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One step of a request's approval chain, with the names of its official and of its assignee."""
+
+    position: int
+    official_id: str
+    official_username: str
+    official_name: str
+    # The official who approves the step: the official, or their deputy under ``delegation_id``.
+    assignee_official_id: str
+    assignee_username: str
+    assignee_name: str
+    delegation_id: str | None
+    state: str  # waiting | current | approved | rejected
+    decided_at: datetime | None
+    approval_id: str | None
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """A step an official decided: the request as it is now, and the official's decision on it."""
+
+    request: SignRequest
+    decision: str  # approved | rejected
+    decided_at: datetime | None
+    position: int
+    step_count: int
+    # Set when the official decided as a deputy; ``delegator_official_id`` is then the step's official.
+    delegation_id: str | None
+    delegator_official_id: str | None
 
 
 async def _current_request(ctx: CoreContext, request_id: str) -> SignRequest | None:
@@ -48,14 +89,31 @@ async def request_for_application(ctx: CoreContext, application: Application, re
 
 
 async def request_for_official(ctx: CoreContext, official: Official, request_id: str) -> SignRequest:
+    """Return a request whose current step ``official`` approves, or one with a step they decided.
+
+    A request where the official's step is still waiting for an earlier one
+    is not found, like any request outside their scope.
+    """
     request = await _current_request(ctx, request_id)
-    if request is None or request.approver_official_id != official.id:
+    if request is None:
+        raise RequestNotFound(request_id=request_id)
+    # The approver is the assignee of the current step, or of the last one once the request is decided.
+    if request.approver_official_id == official.id:
+        return request
+    async with ctx.store.read_only() as tx:
+        visible = await chain_store.has_visible_step(tx, request.id, official.id)
+    if not visible:
         raise RequestNotFound(request_id=request_id)
     return request
 
 
 async def requests_for_official(ctx: CoreContext, official: Official, states: list[str] | None,
                                 limit: int = 100) -> list[SignRequest]:
+    """Return the requests whose ``approver_official_id`` is ``official``, oldest first.
+
+    For a pending request that is the assignee of its current step, so with
+    ``states=["pending_approval"]`` this is the official's pending list.
+    """
     await expire_due_requests(ctx)
     async with ctx.store.read_only() as tx:
         return await tx.sign_requests(approver_official_id=official.id, states=states, limit=limit)
@@ -89,6 +147,39 @@ async def signer_credential(ctx: CoreContext, request: SignRequest) -> Credentia
     # replaced after the request was signed is shown in place of the one used.
     async with ctx.store.read_only() as tx:
         return await tx.credential(request.credential_id)
+
+
+async def approval_chain(ctx: CoreContext, request_id: str) -> list[ChainStep]:
+    """Return the steps of a request's approval chain in order; empty for a request that needs no approval.
+
+    The caller must have checked that its user may see the request.
+    """
+    async with ctx.store.read_only() as tx:
+        rows = await chain_store.chain_rows(tx, request_id)
+    return [
+        ChainStep(
+            position=row.step.position, official_id=row.step.official_id, official_username=row.official_username,
+            official_name=row.official_name, assignee_official_id=row.step.assignee_official_id,
+            assignee_username=row.assignee_username, assignee_name=row.assignee_name,
+            delegation_id=row.step.delegation_id, state=row.step.state, decided_at=row.step.decided_at,
+            approval_id=row.step.approval_id,
+        )
+        for row in rows
+    ]
+
+
+async def history_for_official(ctx: CoreContext, official: Official, limit: int = 100) -> list[HistoryEntry]:
+    """Return the steps ``official`` approved or rejected, newest decision first, at most ``limit``."""
+    async with ctx.store.read_only() as tx:
+        found = await chain_store.decided_steps_of(tx, official.id, limit)
+    return [
+        HistoryEntry(
+            request=request, decision=step.state, decided_at=step.decided_at, position=step.position,
+            step_count=step_count, delegation_id=step.delegation_id,
+            delegator_official_id=step.official_id if step.delegation_id else None,
+        )
+        for step, request, step_count in found
+    ]
 
 
 async def audit_trail(ctx: CoreContext, *, dossier_code: str | None = None,

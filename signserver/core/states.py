@@ -4,11 +4,14 @@
 ``expired``, ``failed``. ``signing → approved`` puts a request back in line
 when the HSM, a TSA or a revocation source is down (a limited number of times). Every change goes through :func:`transition`, which
 refuses a move the machine does not allow and applies it as a compare-and-set
-on the stored state, so two concurrent deciders cannot both win.
+on the stored state, so two concurrent deciders cannot both win. It also
+writes the webhook event of the change into the outbox, in the same
+transaction (see ``core.webhooks``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +20,7 @@ from signserver.store.records import SignRequest
 
 from .errors import RequestAlreadyDecided
 from .metrics import SIGN_REQUEST_EVENTS
+from .webhooks import WEBHOOK_EVENT_TYPES, enqueue_state_event
 
 __all__ = [
     "PENDING_APPROVAL",
@@ -55,5 +59,9 @@ async def transition(tx: Transaction, request: SignRequest, to_state: str, now: 
     if not changed:
         current = await tx.sign_request(request.id)
         raise RequestAlreadyDecided(request_id=request.id, state=current.state if current else "unknown")
+    # Putting a request back in line after an outage is no new approval, so it writes no webhook event.
+    if to_state in WEBHOOK_EVENT_TYPES and not (request.state == SIGNING and to_state == APPROVED):
+        changed_request = replace(request, state=to_state, updated_at=now, **values)
+        await enqueue_state_event(tx, changed_request, to_state, now)
     # Counted before commit: a rolled-back transition is counted too, which only over-reports.
     SIGN_REQUEST_EVENTS.labels(state=to_state).inc()

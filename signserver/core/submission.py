@@ -17,7 +17,7 @@ import secrets
 import shutil
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ import structlog
 from signserver.errors import InvalidInput
 from signserver.signing.anchor import AnchorPlacement
 from signserver.signing.errors import PdfCertificationNotFirst, PdfCertifiedNewVisibleField
-from signserver.store.db import IntegrityError
+from signserver.store.chains import insert_approval_steps
+from signserver.store.db import IntegrityError, Transaction
 from signserver.store.records import Application, Credential, SignRequest
 
 from .audit import append_audit
+from .chains import ChainPlan, parse_approvers, plan_chain, step_rows
 from .context import CoreContext, new_id
 from .errors import IdempotencyKeyReused, SignerUnknown
 from .ports import CheckedPdf
@@ -47,6 +49,7 @@ from .stamp_plan import StampPlan, parse_appearance, parse_stamp_position, plan_
 from .key_access import evaluate_key_use
 from .policy import PolicyQuery
 from .states import APPROVED, PENDING_APPROVAL
+from .webhooks import enqueue_state_event
 
 __all__ = ["SubmitMetadata", "UploadedDocument", "submit_sign_request"]
 
@@ -92,6 +95,8 @@ class SubmitMetadata:
     appearance: str | None = None
     # PAdES only: a certification signature with DocMDP P=2 instead of an approval signature.
     certify: bool = False
+    # Usernames of the officials who approve, in order, before the key's approver (see core.chains).
+    approvers: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, data: Any, idempotency_header: str | None, min_ttl_seconds: int = 60) -> "SubmitMetadata":
@@ -172,6 +177,7 @@ class SubmitMetadata:
             options=options,
             appearance=parse_appearance(data.get("appearance")),
             certify=certify,
+            approvers=parse_approvers(data.get("approvers")),
         )
 
     def fingerprint(self, document_sha256: str) -> str:
@@ -200,6 +206,8 @@ class SubmitMetadata:
             content["over_field"] = self.placement.over_field
         if self.certify:
             content["certify"] = True
+        if self.approvers:
+            content["approvers"] = list(self.approvers)
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -358,9 +366,17 @@ async def _submit(
         log.info("sign_request.policy_denied", application_id=application.id, credential_id=credential.id,
                  dossier_code=meta.dossier_code, rule=decision.rule_id, code=getattr(key_use.error, "code", None))
         raise key_use.error
-    meta.options.check_key_type(credential.key_type)
     # Only an agency seal may sign without a person's approval; a personal key always needs its official's code.
     approval_required = decision.approval_required or credential.kind != "seal"
+    async with ctx.store.read_only() as tx:
+        chain = await plan_chain(tx, credential, meta.approvers, approval_required=approval_required,
+                                 max_length=ctx.settings.approval_chain_max_length, now=now)
+    requested_credential = credential
+    if chain.credential_delegation is not None:
+        # The request is routed to a deputy who signs with their own key, which the policy must allow too.
+        credential = chain.signing_credential
+        await _check_deputy_key_use(ctx, application, meta, document, chain, query, now)
+    meta.options.check_key_type(credential.key_type)
 
     # A revoked, expired or untrusted certificate is rejected now, before the official spends a code on it.
     # Revocation data is not required here: an unreachable responder is checked again at signing.
@@ -407,7 +423,7 @@ async def _submit(
         title=meta.title,
         document_type=meta.document_type,
         credential_id=credential.id,
-        approver_official_id=credential.approver_official_id,
+        approver_official_id=chain.first_assignee_id if chain.steps else credential.approver_official_id,
         signature_format=meta.signature_format,
         signature_level=meta.signature_level,
         reason=meta.reason,
@@ -419,36 +435,44 @@ async def _submit(
         document_size=document.size,
         page_count=page_count,
         pdf_password_wrapped=password_wrapped,
-        state=PENDING_APPROVAL if approval_required else APPROVED,
+        state=PENDING_APPROVAL if approval_required or chain.steps else APPROVED,
         policy_rule=f"{decision.rule_id}@{decision.policy_version}",
         created_at=now,
         updated_at=now,
         expires_at=now + timedelta(seconds=ttl),
     )
-    if not approval_required:
+    if chain.credential_delegation is not None:
+        values.update(requested_credential_id=requested_credential.id, delegation_id=chain.credential_delegation.id)
+    if not approval_required and not chain.steps:
         values.update(decided_by=f"policy:{decision.rule_id}"[:64], decided_at=now, approver_official_id=None)
     try:
         async with ctx.store.transaction() as tx:
             await tx.insert_sign_request(**values)
+            if chain.steps:
+                await insert_approval_steps(tx, step_rows(request_id, chain))
             common = dict(
                 actor_type="application", actor_id=application.id, request_id=request_id,
                 dossier_code=meta.dossier_code, document_sha256=document.sha256,
                 key_id_hex=credential.key_id_hex, cert_serial_hex=credential.cert_serial_hex, now=now,
             )
             await append_audit(tx, action="submitted", details={
-                "title": meta.title, "credential_id": credential.id, "format": meta.signature_format,
+                "title": meta.title, "credential_id": requested_credential.id, "format": meta.signature_format,
                 "level": meta.signature_level, "document_size": document.size, "idempotency_key": meta.idempotency_key,
-                **meta.options.stored_fields(),
+                **meta.options.stored_fields(), **({"approvers": list(meta.approvers)} if meta.approvers else {}),
             }, **common)
             await append_audit(tx, action="policy_allowed", details={
                 "rule": decision.rule_id, "policy_version": decision.policy_version,
                 "approval_required": approval_required, "document_type": meta.document_type,
             }, **common)
-            if not approval_required:
+            await _audit_chain(tx, chain, requested_credential, bool(meta.approvers), common)
+            if not approval_required and not chain.steps:
                 # An agency seal the policy lets this application use unattended, for this document type.
                 await append_audit(tx, action="approved_by_policy", details={
                     "rule": decision.rule_id, "policy_version": decision.policy_version,
                 }, **common)
+                approved_request = await tx.sign_request(request_id)
+                assert approved_request is not None
+                await enqueue_state_event(tx, approved_request, APPROVED, now)
             created = await tx.sign_request(request_id)
     except IntegrityError:
         # A concurrent retry with the same idempotency key won the insert.
@@ -463,6 +487,60 @@ async def _submit(
     log.info("sign_request.submitted", request_id=request_id, dossier_code=meta.dossier_code,
              application_id=application.id, credential_id=credential.id)
     return created, True
+
+
+async def _check_deputy_key_use(ctx: CoreContext, application: Application, meta: SubmitMetadata,
+                                document: UploadedDocument, chain: ChainPlan, query: PolicyQuery,
+                                now: datetime) -> None:
+    """Evaluate the policy for the deputy's credential as for the requested one, and record a denial."""
+    deputy_credential = chain.signing_credential
+    delegation = chain.credential_delegation
+    assert delegation is not None
+    deputy_query = dataclasses.replace(query, credential_id=deputy_credential.id)
+    async with ctx.store.transaction() as tx:
+        key_use = await evaluate_key_use(tx, ctx, deputy_credential, deputy_query, now,
+                                         signer_name=deputy_credential.id)
+        if key_use.error is not None:
+            await append_audit(
+                tx, action="policy_denied", actor_type="application", actor_id=application.id,
+                dossier_code=meta.dossier_code, document_sha256=document.sha256,
+                key_id_hex=deputy_credential.key_id_hex if key_use.decision.visible else None,
+                details={"credential_id": deputy_credential.id, "requested_credential_id": query.credential_id,
+                         "delegation_id": delegation.id, "rule": key_use.decision.rule_id,
+                         "reason": getattr(key_use.error, "code", key_use.decision.reason),
+                         "policy_version": key_use.decision.policy_version},
+                now=now,
+            )
+    if key_use.error is not None:
+        log.info("sign_request.deputy_policy_denied", application_id=application.id,
+                 credential_id=deputy_credential.id, delegation_id=delegation.id,
+                 code=getattr(key_use.error, "code", None))
+        raise key_use.error
+
+
+async def _audit_chain(tx: Transaction, chain: ChainPlan, requested_credential: Credential, approvers_named: bool,
+                       common: dict[str, Any]) -> None:
+    """Record the chain of a request with named approvers or a delegation, and each delegation applied.
+
+    A request that only its key's official approves gets no record here, so its trail keeps the usual records.
+    """
+    delegated = [(position, step) for position, step in enumerate(chain.steps, start=1) if step.delegation]
+    if not approvers_named and not delegated:
+        return
+    await append_audit(tx, action="approval_chain_assigned", details={"steps": [
+        {"position": position, "official_id": step.official.id, "assignee_official_id": step.assignee.id,
+         "delegation_id": step.delegation.id if step.delegation else None}
+        for position, step in enumerate(chain.steps, start=1)
+    ]}, **common)
+    for position, step in delegated:
+        assert step.delegation is not None
+        replaced = chain.credential_delegation is not None and position == len(chain.steps)
+        await append_audit(tx, action="delegation_applied", details={
+            "delegation_id": step.delegation.id, "position": position, "step_count": len(chain.steps),
+            "delegator_official_id": step.official.id, "deputy_official_id": step.assignee.id,
+            "requested_credential_id": requested_credential.id if replaced else None,
+            "credential_id": chain.signing_credential.id if replaced else None,
+        }, **common)
 
 
 async def _existing_request(ctx: CoreContext, application_id: str, key: str, fingerprint: str) -> SignRequest | None:

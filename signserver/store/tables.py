@@ -439,6 +439,8 @@ webhook_events = Table(
     Column("claimed_by", String(64)),
     Column("claimed_until", DateTime(timezone=True)),
     Index("ix_webhook_events_due", "delivered_at", "next_attempt_at"),
+    # A sender posts an event only when no earlier event of its request is pending: this finds those.
+    Index("ix_webhook_events_request", "request_id", "created_at"),
 )
 
 webhook_attempts = Table(

@@ -73,6 +73,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_webhook_events_due', 'webhook_events', ['delivered_at', 'next_attempt_at'])
+    op.create_index('ix_webhook_events_request', 'webhook_events', ['request_id', 'created_at'])
     op.create_table('webhook_attempts',
     sa.Column('event_id', sa.String(length=64), nullable=False),
     sa.Column('attempt', sa.Integer(), autoincrement=False, nullable=False),
@@ -88,6 +89,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('webhook_attempts')
+    op.drop_index('ix_webhook_events_request', table_name='webhook_events')
     op.drop_index('ix_webhook_events_due', table_name='webhook_events')
     op.drop_table('webhook_events')
     op.drop_index('ix_delegations_delegator', table_name='delegations')
