@@ -15,6 +15,7 @@ import hsm
 from signserver.core.ports import CheckedPdf, SignedDocument
 from signserver.core.raw_signing import sign_digests
 from signserver.core.signature_options import RAW_FORMAT, RAW_LEVEL, SignatureOptions, options_of
+from signserver.core.stored_documents import check_stored_document
 from signserver.hsm_bridge import chain_from_pem, signing_key_for
 from signserver.signing.cades import ensure_cades_digest_valid, ensure_cades_valid, sign_cades, sign_cades_digest
 from signserver.signing.revocation import RevocationFetcher, revocation_required_for
@@ -96,6 +97,8 @@ class DocumentSigner:
 
     async def sign(self, request: SignRequest, credential: Credential, output_path: Path,
                    pdf_password: str | None) -> SignedDocument:
+        # The file approved is the one signed: a stored document changed since submission is refused.
+        await check_stored_document(request)
         # Before anything reaches the HSM: an expired, revoked or untrusted certificate must not sign.
         await self.check_signer_certificate(
             credential, revocation_required=revocation_required_for(request.signature_level or ""))

@@ -43,6 +43,7 @@ from .errors import (
 from .metrics import OTP_FAILURES
 from .otp import check_otp
 from .states import APPROVED, EXPIRED, PENDING_APPROVAL, REJECTED, transition
+from .stored_documents import check_stored_document
 
 __all__ = ["Approval", "approve_requests", "reject_request", "expire_due_requests"]
 
@@ -143,14 +144,18 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
     any other request is reported as not found. ``expected_digests`` maps a
     request id to the SHA-256 (hex) of the document the official was shown: a
     mismatch rejects the whole batch before the code is checked, so the code
-    is not spent. A request whose last step this is becomes approved and is
-    listed in ``Approval.ready_to_sign``; the others move to their next step.
+    is not spent; so does a stored document that no longer has its recorded
+    digest (StoredDocumentChanged). A request whose last step this is
+    becomes approved and is listed in ``Approval.ready_to_sign``; the others
+    move to their next step.
     """
     unique_ids = list(dict.fromkeys(request_ids))
     if not unique_ids:
         raise InvalidInput("field_missing", field="request_ids")
     if len(unique_ids) > ctx.settings.max_batch_size:
         raise BatchTooLarge(count=len(unique_ids), limit=ctx.settings.max_batch_size)
+
+    await _check_stored_documents(ctx, official, unique_ids)
 
     now = ctx.clock()
     approval_id = new_id("apv")
@@ -247,6 +252,18 @@ async def _decide_step(tx: Transaction, step: ApprovalStep, state: str, now: dat
     if not await chain_store.update_approval_step(tx, step.request_id, step.position, STEP_CURRENT, state=state,
                                                   decided_at=now, approval_id=approval_id):
         raise RequestAlreadyDecided(request_id=step.request_id, state=PENDING_APPROVAL)
+
+
+async def _check_stored_documents(ctx: CoreContext, official: Official, request_ids: list[str]) -> None:
+    """Hash again, outside the write transaction, the stored files of the requests waiting for ``official``.
+
+    Other requests are left to the transaction, which reports them as not found or decided.
+    """
+    async with ctx.store.read_only() as tx:
+        requests = [await tx.sign_request(request_id) for request_id in request_ids]
+    for request in requests:
+        if request is not None and request.state == PENDING_APPROVAL and request.approver_official_id == official.id:
+            await check_stored_document(request)
 
 
 async def _check_keys_enabled(tx: Transaction, requests: list[SignRequest]) -> None:

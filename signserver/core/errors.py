@@ -95,3 +95,9 @@ class KeyDisabled(Forbidden):
     """A security officer disabled the signer's key; it signs nothing until enabled again."""
 
     code = "key_disabled"
+
+
+class StoredDocumentChanged(Conflict):
+    """The file kept for a request no longer has the digest recorded at submission; it is never signed."""
+
+    code = "stored_document_changed"
