@@ -149,8 +149,10 @@ def test_cross_origin_post_refused(inbox: InboxSession, client: Client, sample_p
     from_other_site = inbox.post(f"/inbox/requests/{request_id}/reject", data,
                                  headers={"Origin": "https://attacker.invalid"})
     cross_site = inbox.post(f"/inbox/requests/{request_id}/reject", data, headers={"Sec-Fetch-Site": "cross-site"})
+    opaque_origin = inbox.post(f"/inbox/requests/{request_id}/reject", data, headers={"Origin": "null"})
     assert from_other_site.status_code == 403
     assert cross_site.status_code == 403
+    assert opaque_origin.status_code == 403
     assert state_of(client, request_id) == "pending_approval"
 
 
@@ -185,6 +187,14 @@ def test_code_used_in_api_refused_in_inbox(inbox: InboxSession, client: Client, 
     assert response.status_code == 403
     assert message("otp_replayed", "vi") in response.text
     assert state_of(client, second) == "pending_approval"
+
+
+def test_form_without_digests_explained(inbox: InboxSession, client: Client, sample_pdf: Path) -> None:
+    request_id = submit_pdf(client, sample_pdf)
+    response = inbox.post("/inbox/approve", [("csrf_token", inbox.csrf()), ("id", request_id), ("otp", "123456")])
+    assert response.status_code == 400
+    assert "không còn đủ mã SHA-256" in response.text
+    assert state_of(client, request_id) == "pending_approval"
 
 
 def test_other_digest_refuses_batch(inbox: InboxSession, client: Client, otp_codes: OtpCodes,
@@ -243,6 +253,7 @@ def test_detail_shows_digest_and_page_images(inbox: InboxSession, client: Client
     image = inbox.get(f"/inbox/requests/{request_id}/pages/2.png")
     assert hashlib.sha256(sample_pdf.read_bytes()).hexdigest() in page.text
     assert 'alt="Trang 2 / 2"' in page.text
+    assert "Chữ ký số sẽ được đặt ở trang" in page.text
     assert image.status_code == 200
     assert image.content.startswith(b"\x89PNG")
 
@@ -332,6 +343,7 @@ def test_delegation_created_and_revoked(inbox: InboxSession, client: Client) -> 
     assert created.status_code == 303
     assert deputy["full_name"] in listed.text
     assert "02/01/2030 08:00" in listed.text
+    assert "Chưa có hiệu lực" in listed.text
     assert revoke_path is not None
     revoked = inbox.post(revoke_path.group(1), {"csrf_token": inbox.csrf()})
     assert revoked.status_code == 303

@@ -280,6 +280,11 @@ def test_nul_in_upload_filename_rejected(client: Client, sample_pdf: Path) -> No
     assert_problem(response, 400, "invalid_request")
 
 
+def test_bidi_override_in_title_rejected(client: Client, sample_pdf: Path) -> None:
+    body = assert_problem(client.submit(sample_pdf, title="Giấy xác nhận \u202eLTR"), 400, "field_invalid")
+    assert "title" in body["detail"]
+
+
 def test_control_character_in_dossier_code_rejected(client: Client, sample_pdf: Path) -> None:
     body = assert_problem(client.submit(sample_pdf, dossier_code="A\x00B\nC"), 400, "field_invalid")
     assert "dossier_code" in body["detail"]

@@ -211,6 +211,10 @@ class SubmitMetadata:
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+# Unicode's explicit embeddings, overrides and isolates (UAX #9), which reorder the text shown around them.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def _clean_text(name: str, value: str, max_length: int) -> str:
     """Return ``value`` stripped and in NFC, or raise if it is too long or contains control characters.
 
@@ -227,6 +231,9 @@ def _clean_text(name: str, value: str, max_length: int) -> str:
         raise InvalidInput("field_invalid", field=name, reason=f"longer than {max_length} characters")
     if any(unicodedata.category(character) == "Cc" for character in value):
         raise InvalidInput("field_invalid", field=name, reason="contains control characters")
+    if any(character in _BIDI_CONTROLS for character in value):
+        # An override shows "RTL" as "LTR" in the official's inbox, so a title could disguise what is signed.
+        raise InvalidInput("field_invalid", field=name, reason="contains bidirectional control characters")
     return value
 
 

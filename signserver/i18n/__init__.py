@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import string
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,55 @@ class _KeepMissing(dict):  # type: ignore[type-arg]
         return "{" + key + "}"
 
 
+# Vietnamese names of the states that messages quote. The code's own name follows, for integrators.
+_VIETNAMESE_STATES = {
+    "pending_approval": "chờ phê duyệt",
+    "approved": "đã phê duyệt",
+    "signing": "đang ký",
+    "signed": "đã ký",
+    "rejected": "đã từ chối",
+    "expired": "đã hết hạn",
+    "failed": "không thành công",
+    "pending": "đang chờ",
+    "carrying_out": "đang thực hiện",
+    "applied": "đã áp dụng",
+    "generated": "đã tạo",
+    "active": "đang dùng",
+    "retired": "đã thay thế",
+    "destroyed": "đã hủy",
+    "delivered": "đã gửi",
+}
+VIETNAM_TIME = timezone(timedelta(hours=7))
+
+
+def _vietnamese_time(value: Any) -> Any:
+    """Return an ISO 8601 time as Vietnam time ("05/12/2026 18:29:07 (UTC+07:00)"), or the value unchanged."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        return value
+    return parsed.astimezone(VIETNAM_TIME).strftime("%d/%m/%Y %H:%M:%S (UTC+07:00)")
+
+
+def _vietnamese_params(params: dict[str, Any]) -> dict[str, Any]:
+    localized = dict(params)
+    state = localized.get("state")
+    if isinstance(state, str) and state in _VIETNAMESE_STATES:
+        localized["state"] = f"{_VIETNAMESE_STATES[state]} – {state}"
+    for name, value in params.items():
+        if name.endswith("_at"):
+            localized[name] = _vietnamese_time(value)
+    return localized
+
+
 def message(code: str, language: str, params: dict[str, Any] | None = None) -> str:
     entry = _catalog().get(code) or _catalog()["internal_error"]
     template = entry.get(language) or entry[DEFAULT_LANGUAGE]
-    return string.Formatter().vformat(template, (), _KeepMissing(params or {}))
+    shown = params or {}
+    if template is entry[DEFAULT_LANGUAGE]:
+        shown = _vietnamese_params(shown)
+    return string.Formatter().vformat(template, (), _KeepMissing(shown))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from aiohttp import web
@@ -12,7 +13,7 @@ from signserver.core.context import utc_now
 from signserver.core.decisions import approve_requests, reject_request
 from signserver.core.states import PENDING_APPROVAL
 from signserver.errors import InvalidInput, SignserverError
-from signserver.store.records import Official
+from signserver.store.records import Official, SignRequest
 
 from .listing import SORTS, ListingFilter, expiring_soon, filter_and_sort, media_type_of, rows_for
 from .preview import PreviewUnavailable, document_digest_matches, page_image, renders_pages
@@ -81,6 +82,7 @@ async def _detail_page(request: web.Request, official: Official, request_id: str
     errors = errors or {}
     return render(request, "request.html", {
         "row": row,
+        "stamp_page": _stamp_page(found),
         "sign_request": found,
         "chain": chain,
         "pages": pages,
@@ -94,6 +96,16 @@ async def _detail_page(request: web.Request, official: Official, request_id: str
         "error_summary": list(errors.items()),
         "notice": request.query.get("notice"),
     }, status=status)
+
+
+def _stamp_page(found: SignRequest) -> int | None:
+    """Return the page that carries the visible stamp of a PAdES request, or None for an invisible signature."""
+    if found.signature_format != "pades":
+        return None
+    placement = json.loads(found.placement_json or "{}")
+    if not placement.get("visible", True) or placement.get("page") is None:
+        return None
+    return int(placement["page"])
 
 
 @routes.get("/requests/{request_id}")
@@ -149,7 +161,9 @@ async def approve(request: web.Request) -> web.Response:
     request_ids = [str(value)[:64] for value in form.getall("id", [])]
     digests = [str(value)[:128] for value in form.getall("document_sha256", [])]
     if not request_ids or len(request_ids) != len(digests):
-        return await _confirm_page(request, official, request_ids, status=400)
+        return await _confirm_page(request, official, request_ids, status=400, errors={
+            "batch": _("The form lost the documents' SHA-256 values. Open the requests again from the list and "
+                       "confirm them from there.")})
     otp = str(form.get("otp", "")).strip()[:MAX_OTP_LENGTH]
     if not otp:
         return await _confirm_page(request, official, request_ids, status=400,

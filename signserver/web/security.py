@@ -10,7 +10,8 @@ read with the session cookie can know; for the login form a random value
 that must equal the one in a short-lived pre-session cookie. Every POST also
 checks the ``Origin`` and ``Sec-Fetch-Site`` headers when the browser sends
 them. Browsers send ``Origin: null`` under ``Referrer-Policy: no-referrer``
-(Chromium 156 did for these pages), so that value alone refuses nothing.
+(Chromium 156 did for these pages, with ``Sec-Fetch-Site: same-origin``), so
+that value is accepted only together with ``Sec-Fetch-Site: same-origin``.
 """
 
 from __future__ import annotations
@@ -79,7 +80,12 @@ def check_same_origin(request: web.Request) -> None:
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         raise web.HTTPForbidden(reason="csrf_invalid")
     origin = request.headers.get("Origin")
-    if origin is not None and origin != "null" and urlsplit(origin).netloc.lower() != request.host.lower():
+    if origin == "null":
+        # Chromium sends "null" from these pages because of no-referrer, together with Sec-Fetch-Site;
+        # a "null" without it comes from a sandboxed frame, a data: page or a client that pretends.
+        if fetch_site != "same-origin":
+            raise web.HTTPForbidden(reason="csrf_invalid")
+    elif origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
         raise web.HTTPForbidden(reason="csrf_invalid")
 
 

@@ -242,3 +242,5 @@ def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server:
             assert page.locator("th:not([scope])").count() == 0, path
             if width == ZOOMED_WIDTH and path == f"/inbox/requests/{request_id}":
                 screenshot(page, "8-request-640px")
+            if width == ZOOMED_WIDTH and path == "/inbox/":
+                screenshot(page, "9-pending-list-640px")
