@@ -203,14 +203,14 @@ def test_other_digest_refuses_batch(inbox: InboxSession, client: Client, otp_cod
     digest = hashlib.sha256(sample_pdf.read_bytes()).hexdigest()
     code = otp_codes.next(client.official(0)["totp_secret"])
 
-    refused = inbox.approve([request_id], ["0" * 64], code)
-    state_after_refusal = state_of(client, request_id)
+    rejected = inbox.approve([request_id], ["0" * 64], code)
+    state_after_rejection = state_of(client, request_id)
     approved = inbox.approve([request_id], [digest], code)
 
-    assert refused.status_code == 409
-    assert "mã OTP chưa bị dùng" in refused.text
-    assert state_after_refusal == "pending_approval"
-    # The refused batch did not spend the code, so it still approves the request.
+    assert rejected.status_code == 409
+    assert "mã OTP chưa bị dùng" in rejected.text
+    assert state_after_rejection == "pending_approval"
+    # The rejected batch did not spend the code, so it still approves the request.
     assert approved.status_code == 200
     assert client.wait_final(request_id)["state"] == "signed"
 

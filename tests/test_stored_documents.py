@@ -2,7 +2,7 @@
 
 The approval binds the official's code to the digest recorded at submission.
 These tests change the file under the data directory. The approval is then
-refused without spending the code. A request approved before the change
+rejected without spending the code. A request approved before the change
 fails at signing, so the changed bytes are never signed.
 """
 
@@ -58,7 +58,7 @@ def audit_actions(home: Path, request_id: str) -> list[str]:
     return [action for (action,) in rows]
 
 
-def test_changed_document_refused_at_approval(service: tuple[Client, Path], sample_pdf: Path) -> None:
+def test_changed_document_rejected_at_approval(service: tuple[Client, Path], sample_pdf: Path) -> None:
     client, home = service
     changed_id = submit(client, sample_pdf, "B-B")
     intact_id = submit(client, sample_pdf, "B-B")
@@ -68,13 +68,13 @@ def test_changed_document_refused_at_approval(service: tuple[Client, Path], samp
     token = client.login(0)
     code = client.otp.next(official["totp_secret"])
 
-    refused = client.approve(token, [changed_id, intact_id], code)
-    assert refused.status_code == 409, refused.text
-    assert refused.json()["code"] == "stored_document_changed"
-    assert changed_id in refused.json()["detail"]
+    rejected = client.approve(token, [changed_id, intact_id], code)
+    assert rejected.status_code == 409, rejected.text
+    assert rejected.json()["code"] == "stored_document_changed"
+    assert changed_id in rejected.json()["detail"]
     assert client.get(changed_id)["state"] == "pending_approval"
 
-    # The refused batch did not spend the code.
+    # The rejected batch did not spend the code.
     accepted = client.approve(token, [intact_id], code)
     assert accepted.status_code == 201, accepted.text
     assert client.wait_final(intact_id)["state"] == "signed"

@@ -1,4 +1,4 @@
-"""Approval chains: who approves a sign request, in which order, and for whom (ủy quyền).
+"""Approval chains: who approves a sign request, in which order, and which deputy acts for whom (ủy quyền).
 
 A request may name ``approvers``, the officials who approve before the
 official who approves the key (a specialist, then the head of division). The
@@ -127,8 +127,9 @@ async def plan_chain(tx: Transaction, credential: Credential, approvers: tuple[s
     return ChainPlan(tuple(steps), signing_credential, credential_delegation)
 
 
-async def _named_officials(tx: Transaction, approvers: tuple[str, ...], key_approver: Official | None) -> list[Official]:
-    """Resolve the usernames in order; the key's approver named last is dropped, since it ends every chain."""
+async def _named_officials(tx: Transaction, approvers: tuple[str, ...],
+                           key_approver: Official | None) -> list[Official]:
+    """Resolve the usernames in order. The key's approver named last is dropped, because it ends every chain."""
     found: list[Official] = []
     for index, name in enumerate(approvers):
         official = await tx.official_by_username(name)

@@ -142,10 +142,10 @@ async def approve_requests(ctx: CoreContext, official: Official, request_ids: li
 
     ``official`` must be the assignee of the current step of every request;
     any other request is reported as not found. ``expected_digests`` maps a
-    request id to the SHA-256 (hex) of the document the official was shown: a
-    mismatch rejects the whole batch before the code is checked, so the code
-    is not spent; so does a stored document that no longer has its recorded
-    digest (StoredDocumentChanged). A request whose last step this is
+    request id to the SHA-256 (hex) of the document the official was shown.
+    A mismatch rejects the whole batch before the code is checked, so the
+    code is not spent. A stored document that no longer has its recorded
+    digest rejects the batch the same way (StoredDocumentChanged). A request whose last step this is
     becomes approved and is listed in ``Approval.ready_to_sign``; the others
     move to their next step.
     """

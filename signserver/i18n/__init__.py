@@ -104,7 +104,7 @@ def _vietnamese_params(params: dict[str, Any]) -> dict[str, Any]:
 def message(code: str, language: str, params: dict[str, Any] | None = None) -> str:
     entry = _catalog().get(code) or _catalog()["internal_error"]
     template = entry.get(language) or entry[DEFAULT_LANGUAGE]
-    shown = params or {}
+    values = params or {}
     if template is entry[DEFAULT_LANGUAGE]:
-        shown = _vietnamese_params(shown)
-    return string.Formatter().vformat(template, (), _KeepMissing(shown))
+        values = _vietnamese_params(values)
+    return string.Formatter().vformat(template, (), _KeepMissing(values))

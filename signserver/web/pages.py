@@ -44,9 +44,9 @@ async def pending_list(request: web.Request) -> web.Response:
     pending = await queries.requests_for_official(ctx, official, [PENDING_APPROVAL], limit=MAX_PENDING_LISTED)
     rows = await rows_for(ctx, pending, utc_now())
     chosen = ListingFilter.from_query(request.query)
-    shown = filter_and_sort(rows, chosen)
+    listed_rows = filter_and_sort(rows, chosen)
     return render(request, "inbox.html", {
-        "rows": shown,
+        "rows": listed_rows,
         "chosen": chosen,
         "sorts": list(SORTS),
         "applications": sorted({(row.request.application_id, row.application_name) for row in rows},

@@ -104,9 +104,9 @@ async def page_image(request: SignRequest, credential: Credential | None, page: 
 
 async def _document_as_signed(request: SignRequest, credential: Credential | None, directory: Path) -> Path:
     """Return the cached PDF to render: the verified original with the planned stamp drawn on a copy."""
-    shown = directory / "as-signed.pdf"
-    if shown.is_file():
-        return shown
+    preview_pdf = directory / "as-signed.pdf"
+    if preview_pdf.is_file():
+        return preview_pdf
     loop = asyncio.get_running_loop()
     data = await loop.run_in_executor(None, Path(request.document_path).read_bytes)
     if hashlib.sha256(data).hexdigest() != request.document_sha256:
@@ -120,8 +120,8 @@ async def _document_as_signed(request: SignRequest, credential: Credential | Non
             # The stamp's image missing or changed since submission, or a PDF that pyHanko cannot update.
             log.warning("inbox.preview_stamp_failed", request_id=request.id, code=error.code)
             raise PreviewUnavailable("render_failed") from error
-    await loop.run_in_executor(None, write_atomically, shown, data)
-    return shown
+    await loop.run_in_executor(None, write_atomically, preview_pdf, data)
+    return preview_pdf
 
 
 async def _with_planned_stamp(request: SignRequest, credential: Credential, data: bytes) -> bytes:

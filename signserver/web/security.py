@@ -4,10 +4,11 @@ The session cookie contains a random token, stored as a SHA-256 digest in
 ``official_sessions`` (kind "inbox"). It is HttpOnly, SameSite=Strict,
 limited to ``/inbox`` and Secure unless a setting turns that off.
 
-Every form carries a CSRF token: for a signed-in official the HMAC-SHA256 of
-the fixed label ``inbox-csrf`` keyed by the session token, which only a page
-read with the session cookie can know; for the login form a random value
-that must equal the one in a short-lived pre-session cookie. Every POST also
+Every form carries a CSRF token. For a signed-in official it is the
+HMAC-SHA256 of the fixed label ``inbox-csrf`` keyed by the session token, so
+only a page read with the session cookie can know it. The login form carries
+a random value that must equal the one in a short-lived pre-session cookie.
+Every POST also
 checks the ``Origin`` and ``Sec-Fetch-Site`` headers when the browser sends
 them. Browsers send ``Origin: null`` under ``Referrer-Policy: no-referrer``
 (Chromium 156 did for these pages, with ``Sec-Fetch-Site: same-origin``), so
@@ -69,8 +70,8 @@ def new_login_token() -> str:
 
 def check_csrf(form: Any, expected: str | None) -> None:
     """Raise 403 unless the form's ``csrf_token`` equals ``expected`` (compared in constant time)."""
-    given = form.get(CSRF_FIELD)
-    if not expected or not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
+    submitted = form.get(CSRF_FIELD)
+    if not expected or not isinstance(submitted, str) or not hmac.compare_digest(submitted.encode(), expected.encode()):
         raise web.HTTPForbidden(reason="csrf_invalid")
 
 
@@ -81,8 +82,8 @@ def check_same_origin(request: web.Request) -> None:
         raise web.HTTPForbidden(reason="csrf_invalid")
     origin = request.headers.get("Origin")
     if origin == "null":
-        # Chromium sends "null" from these pages because of no-referrer, together with Sec-Fetch-Site;
-        # a "null" without it comes from a sandboxed frame, a data: page or a client that pretends.
+        # Chromium sends "null" with Sec-Fetch-Site from these pages, because of no-referrer.
+        # A "null" without that header comes from a sandboxed frame, a data: page or a forged request.
         if fetch_site != "same-origin":
             raise web.HTTPForbidden(reason="csrf_invalid")
     elif origin is not None and urlsplit(origin).netloc.lower() != request.host.lower():
