@@ -215,6 +215,13 @@ UNLABELLED_CONTROLS = """() => Array.from(document.querySelectorAll('input, sele
 
 HORIZONTAL_OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
+# The elements that reach past the right edge, innermost last, to name the cause when a page scrolls sideways.
+ELEMENTS_PAST_RIGHT_EDGE = """() => Array.from(document.querySelectorAll('body *'))
+    .filter(element => element.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
+    .map(element => `${element.tagName.toLowerCase()}${element.id ? '#' + element.id : ''}`
+                    + `.${element.className} right=${element.getBoundingClientRect().right}`
+                    + ` text=${(element.innerText || element.value || '').slice(0, 60)}`)"""
+
 
 def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server: Server, client: Client,
                                     otp_codes: OtpCodes, tmp_path: Path) -> None:
@@ -237,7 +244,10 @@ def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server:
             page.goto(f"{server.url}{path}")
             assert page.evaluate("document.documentElement.lang") in ("vi", "en"), path
             assert page.evaluate(UNLABELLED_CONTROLS) == [], path
-            assert page.evaluate(HORIZONTAL_OVERFLOW) <= 0, f"{path} scrolls sideways at {width} px"
+            if page.evaluate(HORIZONTAL_OVERFLOW) > 0:
+                screenshot(page, f"overflow-{width}px")
+                raise AssertionError(f"{path} scrolls sideways at {width} px: {page.evaluate(ELEMENTS_PAST_RIGHT_EDGE)}"
+                                     f"\n{page.content()}")
             assert page.locator("a.skip-link").count() == 1, path
             assert page.locator("th:not([scope])").count() == 0, path
             if width == ZOOMED_WIDTH and path == f"/inbox/requests/{request_id}":
