@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from signserver.signing.sample import SAMPLE_STAMP_BOX, generate_sample_pdf
 from tests.harness import REPO, Client, OtpCodes, Server
@@ -215,7 +216,7 @@ UNLABELLED_CONTROLS = """() => Array.from(document.querySelectorAll('input, sele
 
 HORIZONTAL_OVERFLOW = "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
 
-# The elements that reach past the right edge, innermost last, to name the cause when a page scrolls sideways.
+# Elements whose right edge is past the window, in document order, named when a page scrolls sideways.
 ELEMENTS_PAST_RIGHT_EDGE = """() => Array.from(document.querySelectorAll('body *'))
     .filter(element => element.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
     .map(element => `${element.tagName.toLowerCase()}${element.id ? '#' + element.id : ''}`
@@ -232,6 +233,14 @@ def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server:
                                  format="cades", title="Tờ khai đăng ký cư trú",
                                  signer=client.official(1)["credential_id"])
     assert xml_response.status_code == 201, xml_response.text
+    # Delegations years ahead, so that both tables of the delegation page are listed without changing any routing.
+    for delegator, deputy, year in ((0, 1, 2032), (1, 0, 2033)):
+        created = requests.post(f"{server.url}/api/v1/delegations", json={
+            "deputy": client.official(deputy)["username"], "starts_at": f"{year}-03-02T08:00:00+07:00",
+            "ends_at": f"{year}-03-20T17:00:00+07:00",
+            "reason": "Đi công tác tại Thành phố Hồ Chí Minh theo Quyết định số 1234/QĐ-UBND"},
+            headers={"Authorization": f"Bearer {client.login(delegator)}"}, timeout=30)
+        assert created.status_code == 201, created.text
     pages = ["/inbox/login"]
     log_in(page, server, client.official(1), otp_codes)
     pages += ["/inbox/", "/inbox/?q=H01&sort=expiry_asc", f"/inbox/requests/{request_id}",
@@ -250,6 +259,8 @@ def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server:
                                      f"\n{page.content()}")
             assert page.locator("a.skip-link").count() == 1, path
             assert page.locator("th:not([scope])").count() == 0, path
+            if path == "/inbox/delegations":
+                assert page.locator("table.requests").count() == 2
             if width == ZOOMED_WIDTH and path == f"/inbox/requests/{request_id}":
                 screenshot(page, "8-request-640px")
             if width == ZOOMED_WIDTH and path == "/inbox/":
