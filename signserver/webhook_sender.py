@@ -93,25 +93,34 @@ class WebhookSender:
         self._session: aiohttp.ClientSession | None = None
         self._stopping = asyncio.Event()
 
-    async def run(self) -> None:
-        log.info("webhook_sender.started", instance_id=self.instance_id)
+    async def __aenter__(self) -> "WebhookSender":
+        """Open the HTTP client session that :meth:`deliver_due` posts with."""
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.timeout_seconds), headers={"User-Agent": USER_AGENT})
-        try:
-            while not self._stopping.is_set():
-                claimed = 0
-                try:
-                    claimed = await self.deliver_due()
-                except DatabaseUnavailable:
-                    log.warning("webhook_sender.store_unavailable",
-                                retry_in_seconds=self.ctx.settings.webhook_poll_seconds)
-                except Exception:  # noqa: BLE001 - the sender must outlive a failed round
-                    log.exception("webhook_sender.error")
-                if claimed < CLAIM_BATCH:
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), self.ctx.settings.webhook_poll_seconds)
-        finally:
+        return self
+
+    async def __aexit__(self, *_exc_info: object) -> None:
+        if self._session is not None:
             await self._session.close()
+            self._session = None
+
+    async def run(self) -> None:
+        log.info("webhook_sender.started", instance_id=self.instance_id)
+        try:
+            async with self:
+                while not self._stopping.is_set():
+                    claimed = 0
+                    try:
+                        claimed = await self.deliver_due()
+                    except DatabaseUnavailable:
+                        log.warning("webhook_sender.store_unavailable",
+                                    retry_in_seconds=self.ctx.settings.webhook_poll_seconds)
+                    except Exception:  # noqa: BLE001 - the sender must outlive a failed round
+                        log.exception("webhook_sender.error")
+                    if claimed < CLAIM_BATCH:
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(self._stopping.wait(), self.ctx.settings.webhook_poll_seconds)
+        finally:
             log.info("webhook_sender.stopped", instance_id=self.instance_id)
 
     def stop(self) -> None:
@@ -151,7 +160,8 @@ class WebhookSender:
             body = event.payload_json.encode()
             headers = signature_headers(key, event.id, int(self.ctx.clock().timestamp()), body)
             headers["Content-Type"] = "application/json"
-            assert self._session is not None
+            if self._session is None:
+                raise RuntimeError("WebhookSender.deliver_due called outside 'async with sender'")
             async with self._session.post(delivery.webhook_url, data=body, headers=headers,
                                           allow_redirects=False) as response:
                 status = response.status

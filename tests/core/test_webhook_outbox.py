@@ -1,39 +1,59 @@
 """The webhook outbox on a real store: events written by transitions, claims, order per request, retries.
 
 The store is SQLite, or PostgreSQL with SIGNSERVER_TEST_STORE=postgresql.
+The sender's outcomes (delivered, 410 Gone, Retry-After, a removed URL) are
+checked against a receiver on 127.0.0.1 with a fixed clock, so each test
+reads the exact time the sender scheduled. There the key is stored
+unwrapped: wrapping by the HSM is tested with the whole service in
+tests/test_webhooks.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from signserver.config import Settings
+from signserver.core.context import CoreContext
 from signserver.core.states import APPROVED, REJECTED, SIGNED, SIGNING, transition
 from signserver.core.webhooks import new_webhook_secret, signature_headers
 from signserver.store.db import Store
 from signserver.store.migrate import upgrade_to_head
 from signserver.store.records import SignRequest
 from signserver.store.webhooks import (
+    NEVER,
+    WebhookAttempt,
+    WebhookEvent,
+    abandon_webhook_event,
     claim_webhook_event,
     due_webhook_event_ids,
     mark_webhook_delivered,
     requeue_webhook_event,
-    abandon_webhook_event,
+    set_application_webhook,
+    webhook_attempts,
+    webhook_event,
     webhook_events,
 )
-from signserver.webhook_sender import retry_delay
+from signserver.webhook_sender import WebhookSender, retry_delay
 from tests.postgres import new_database_url
 
 NOW = datetime(2026, 12, 5, 3, 0, tzinfo=timezone.utc)
 APPLICATION = "app-webhooks"
 QUIET_APPLICATION = "app-no-webhook"
 CREDENTIAL = "cred-webhooks"
+RETRY_SECONDS = 10
+MAX_DELAY_SECONDS = 3600
+# The sender's clock: a second after the events were written, so that they are due.
+SENDER_NOW = NOW + timedelta(seconds=1)
 
 
 class RolledBack(Exception):
@@ -257,3 +277,140 @@ def test_retry_delay_doubles_up_to_cap() -> None:
     assert 40 <= delays[2] <= 44
     assert delays[3] == 3600
     assert 120 <= honoured <= 132
+
+
+class UnwrappedSecretBox:
+    """A secret box that returns what it was given: the sender under test only opens the key."""
+
+    async def seal(self, plaintext: bytes) -> bytes:
+        return plaintext
+
+    async def open(self, blob: bytes) -> bytes:
+        return blob
+
+
+@dataclass
+class Receiver:
+    """A receiver on 127.0.0.1 that responds to every POST with ``status`` and ``headers`` and counts the posts."""
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    posts: int = 0
+    url: str = ""
+
+    async def handle(self, _request: web.Request) -> web.Response:
+        self.posts += 1
+        return web.Response(status=self.status, headers=self.headers)
+
+
+@pytest.fixture
+async def receiver(store: Store) -> AsyncIterator[Receiver]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    receiver.url = f"http://127.0.0.1:{port}/hook"
+    async with store.transaction() as tx:
+        await set_application_webhook(tx, APPLICATION, receiver.url, b"whsec-key-bytes")
+    yield receiver
+    await runner.cleanup()
+
+
+def sender_for(store: Store, tmp_path: Path) -> WebhookSender:
+    settings = Settings(home=tmp_path, webhook_retry_seconds=RETRY_SECONDS,
+                        webhook_max_delay_seconds=MAX_DELAY_SECONDS, webhook_timeout_seconds=5)
+    ctx = CoreContext(
+        store=store, settings=settings, policies=None, secret_box=UnwrappedSecretBox(),  # type: ignore[arg-type]
+        pdf_checker=None, document_signer=None, clock=lambda: SENDER_NOW,  # type: ignore[arg-type]
+    )
+    return WebhookSender(ctx, "inst-test")
+
+
+async def one_round(store: Store, tmp_path: Path) -> str:
+    """Write an approved event, run one round of a sender, and return the event's id."""
+    await new_request(store, "req-1")
+    await move(store, "req-1", APPROVED, decided_by="off-a")
+    async with store.read_only() as tx:
+        (event,) = await webhook_events(tx, status="all")
+    async with sender_for(store, tmp_path) as sender:
+        claimed = await sender.deliver_due()
+    assert claimed == 1
+    return event.id
+
+
+async def outcome(store: Store, event_id: str) -> tuple[WebhookEvent, list[WebhookAttempt]]:
+    async with store.read_only() as tx:
+        event = await webhook_event(tx, event_id)
+        attempts = (await webhook_attempts(tx, [event_id]))[event_id]
+    assert event is not None
+    return event, attempts
+
+
+async def test_gone_abandons_at_once(store: Store, receiver: Receiver, tmp_path: Path) -> None:
+    receiver.status = 410
+
+    event, attempts = await outcome(store, await one_round(store, tmp_path))
+
+    assert receiver.posts == 1
+    assert event.abandoned_at == SENDER_NOW
+    assert event.next_attempt_at == NEVER
+    assert event.delivered_at is None
+    assert event.last_error == "HTTP 410"
+    assert [(attempt.status_code, attempt.error) for attempt in attempts] == [(410, "HTTP 410")]
+
+
+@pytest.mark.parametrize(("retry_after", "least", "most"), [
+    (None, RETRY_SECONDS, RETRY_SECONDS * 1.1),
+    ("120", 120, 120 * 1.1),
+    # A Retry-After beyond the maximum delay is capped at the maximum.
+    ("86400", MAX_DELAY_SECONDS, MAX_DELAY_SECONDS),
+    # The HTTP-date form is not read, so the usual delay applies.
+    ("Wed, 21 Oct 2026 07:28:00 GMT", RETRY_SECONDS, RETRY_SECONDS * 1.1),
+])
+async def test_retry_after_sets_next_attempt(store: Store, receiver: Receiver, tmp_path: Path,
+                                             retry_after: str | None, least: float, most: float) -> None:
+    receiver.status = 503
+    if retry_after is not None:
+        receiver.headers = {"Retry-After": retry_after}
+
+    event, attempts = await outcome(store, await one_round(store, tmp_path))
+    delay = (event.next_attempt_at - SENDER_NOW).total_seconds()
+
+    assert receiver.posts == 1
+    assert event.abandoned_at is None
+    assert event.attempts == 1
+    assert least <= delay <= most
+    assert [(attempt.status_code, attempt.error) for attempt in attempts] == [(503, "HTTP 503")]
+
+
+async def test_removed_url_abandons_without_post(store: Store, receiver: Receiver,
+                                                 tmp_path: Path) -> None:
+    await new_request(store, "req-1")
+    await move(store, "req-1", APPROVED, decided_by="off-a")
+    async with store.transaction() as tx:
+        await set_application_webhook(tx, APPLICATION, None, None)
+    async with store.read_only() as tx:
+        (written,) = await webhook_events(tx, status="all")
+    async with sender_for(store, tmp_path) as sender:
+        claimed = await sender.deliver_due()
+
+    event, attempts = await outcome(store, written.id)
+
+    assert claimed == 1
+    assert receiver.posts == 0
+    assert event.abandoned_at == SENDER_NOW
+    assert event.last_error == "webhook_url_removed"
+    assert [(attempt.status_code, attempt.error) for attempt in attempts] == [(None, "webhook_url_removed")]
+
+
+async def test_success_marks_delivered(store: Store, receiver: Receiver, tmp_path: Path) -> None:
+    event, attempts = await outcome(store, await one_round(store, tmp_path))
+
+    assert receiver.posts == 1
+    assert event.delivered_at == SENDER_NOW
+    assert event.abandoned_at is None
+    assert [(attempt.status_code, attempt.error) for attempt in attempts] == [(200, None)]
