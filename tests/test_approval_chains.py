@@ -28,7 +28,9 @@ OTHER_OFFICIAL = "lan.vt"
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainService]:
     home = tmp_path_factory.mktemp("chains-home")
-    with own_service(home, DEFAULT_POLICIES, SIGNSERVER_APPROVAL_CHAIN_MAX_LENGTH="2") as running:
+    # The expiry sweep runs every second, so that a request with a short deadline expires within the test.
+    with own_service(home, DEFAULT_POLICIES, SIGNSERVER_APPROVAL_CHAIN_MAX_LENGTH="2",
+                     SIGNSERVER_EXPIRY_SWEEP_SECONDS="1") as running:
         yield running
 
 
@@ -102,6 +104,21 @@ def test_chain_rejected_by_specialist_ends(service: ChainService, sample_pdf: Pa
 
     chain = service.client.get(request_id)["approval_chain"]
     assert [step["state"] for step in chain] == ["rejected", "waiting"]
+
+
+def test_chain_expired_at_leader_step(service: ChainService, sample_pdf: Path) -> None:
+    request_id = submit(service, sample_pdf, approvers=[SPECIALIST], expires_in_seconds=3)["id"]
+    first = service.approve(SPECIALIST, [request_id], service.code(SPECIALIST))
+    assert first.status_code == 201, first.text
+
+    final = service.client.wait_final(request_id, timeout=30)
+    chain = final["approval_chain"]
+
+    assert final["state"] == "expired"
+    assert [step["state"] for step in chain] == ["approved", "expired"]
+    assert chain[1]["decided_at"] is not None
+    assert request_id not in service.pending_ids(LEADER)
+    assert "expired" in [record["action"] for record in service.audit_actions(request_id)]
 
 
 def test_batch_across_steps_with_one_code(service: ChainService, sample_pdf: Path) -> None:

@@ -42,7 +42,7 @@ from .chain_errors import (
 from .roles import OFFICIAL
 
 __all__ = ["PlannedStep", "ChainPlan", "parse_approvers", "plan_chain", "step_rows", "STEP_WAITING",
-           "STEP_CURRENT", "STEP_APPROVED", "STEP_REJECTED"]
+           "STEP_CURRENT", "STEP_APPROVED", "STEP_REJECTED", "STEP_EXPIRED"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +50,8 @@ STEP_WAITING = "waiting"
 STEP_CURRENT = "current"
 STEP_APPROVED = "approved"
 STEP_REJECTED = "rejected"
+# The step that was current when the request passed its deadline; the steps after it stay waiting.
+STEP_EXPIRED = "expired"
 
 # Usernames are at most 128 characters (officials.username).
 _MAX_USERNAME = 128

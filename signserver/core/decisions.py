@@ -31,7 +31,7 @@ from signserver.store.records import Official, SignRequest
 
 from .audit import append_audit
 from .chain_errors import DocumentDigestMismatch
-from .chains import STEP_APPROVED, STEP_CURRENT, STEP_REJECTED, STEP_WAITING
+from .chains import STEP_APPROVED, STEP_CURRENT, STEP_EXPIRED, STEP_REJECTED, STEP_WAITING
 from .context import CoreContext, new_id
 from .errors import (
     BatchTooLarge,
@@ -326,6 +326,7 @@ async def expire_due_requests(ctx: CoreContext, limit: int = 500) -> int:
                 await transition(tx, request, EXPIRED, now, state_reason="approval_deadline_passed")
             except RequestAlreadyDecided:
                 continue
+            await chain_store.close_current_step(tx, request.id, STEP_EXPIRED, now)
             await append_audit(
                 tx, action="expired", actor_type="system", actor_id="signserver", request_id=request.id,
                 dossier_code=request.dossier_code, document_sha256=request.document_sha256, now=now,

@@ -24,6 +24,7 @@ __all__ = [
     "insert_approval_steps",
     "approval_steps",
     "update_approval_step",
+    "close_current_step",
     "has_visible_step",
     "decided_steps_of",
     "chain_rows",
@@ -35,8 +36,9 @@ __all__ = [
     "revoke_delegation_row",
 ]
 
-# A step is "waiting" until the one before it is approved; see core.chains for the other states.
+# A step is "waiting" until the one before it is approved, then "current". core.chains names the other states.
 WAITING = "waiting"
+CURRENT = "current"
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,15 @@ async def update_approval_step(tx: Transaction, request_id: str, position: int, 
         .values(**values)
     )
     return (await tx.connection.execute(statement)).rowcount == 1
+
+
+async def close_current_step(tx: Transaction, request_id: str, state: str, now: datetime) -> None:
+    """Set the request's current step, if it has one, to ``state`` as decided at ``now``."""
+    await tx.connection.execute(
+        update(t.approval_steps)
+        .where(_steps.request_id == request_id, _steps.state == CURRENT)
+        .values(state=state, decided_at=now)
+    )
 
 
 async def has_visible_step(tx: Transaction, request_id: str, official_id: str) -> bool:
