@@ -24,6 +24,18 @@ OFFICER = "cuong.lv"
 LEADER_CREDENTIAL = "cred-tran-thi-bich-ngoc"
 DEPUTY_CREDENTIAL = "cred-nguyen-van-an"
 
+# Only the leader's key: the policy does not let the application use the deputy's personal key.
+LEADER_KEY_ONLY_POLICY = """\
+description: The leader's key for the demo one-stop application, and no other key.
+keys:
+  - credential: cred-tran-thi-bich-ngoc
+    owner: {officials: [off-tran-thi-bich-ngoc]}
+    rules:
+      - id: leader-only
+        applications: [app-motcua-demo]
+        formats: [pades]
+"""
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChainService]:
@@ -183,6 +195,28 @@ def test_deputy_without_personal_key_rejected(service: ChainService, sample_pdf:
         assert DEPUTY_WITHOUT_KEY in response.json()["detail"]
     finally:
         assert revoke(service, LEADER, created.json()["id"]).status_code == 200
+
+
+def test_deputy_key_outside_policy_rejected(sample_pdf: Path, tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "leader-only.yaml").write_text(LEADER_KEY_ONLY_POLICY, encoding="utf-8")
+    dossier_code = "000.00.01.H01-261205-0777"
+    with own_service(tmp_path / "home", policies) as leader_only:
+        created = delegate(leader_only, LEADER, DEPUTY)
+        response = submit(leader_only, sample_pdf, dossier_code=dossier_code)
+        auditor = leader_only.credentials["auditors"][0]["username"]
+        audit = requests.get(f"{leader_only.url}/api/v1/audit", params={"dossier_code": dossier_code},
+                             headers=leader_only.headers(auditor), timeout=30).json()["items"]
+
+    assert created.status_code == 201, created.text
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "deputy_credential_not_allowed"
+    assert DEPUTY_CREDENTIAL in response.json()["detail"]
+    assert created.json()["id"] in response.json()["detail"]
+    assert [record["action"] for record in audit] == ["policy_denied"]
+    assert audit[0]["details"]["reason"] == "deputy_credential_not_allowed"
+    assert audit[0]["details"]["requested_credential_id"] == LEADER_CREDENTIAL
 
 
 def test_seal_holder_delegation_keeps_seal(service: ChainService, sample_pdf: Path) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "DelegationNotFound",
     "DelegationAlreadyRevoked",
     "DeputyCredentialMissing",
+    "DeputyCredentialNotAllowed",
 ]
 
 
@@ -87,3 +88,9 @@ class DeputyCredentialMissing(Conflict):
     """The deputy of the key's owner has no active personal credential to sign in the owner's place."""
 
     code = "deputy_credential_missing"
+
+
+class DeputyCredentialNotAllowed(Conflict):
+    """The deputy's personal credential is one the key policy does not let the application use."""
+
+    code = "deputy_credential_not_allowed"

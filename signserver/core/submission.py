@@ -31,6 +31,7 @@ from signserver.store.db import IntegrityError, Transaction
 from signserver.store.records import Application, Credential, SignRequest
 
 from .audit import append_audit
+from .chain_errors import DeputyCredentialNotAllowed
 from .chains import ChainPlan, parse_approvers, plan_chain, step_rows
 from .context import CoreContext, new_id
 from .errors import IdempotencyKeyReused, SignerUnknown
@@ -507,22 +508,28 @@ async def _check_deputy_key_use(ctx: CoreContext, application: Application, meta
     async with ctx.store.transaction() as tx:
         key_use = await evaluate_key_use(tx, ctx, deputy_credential, deputy_query, now,
                                          signer_name=deputy_credential.id)
-        if key_use.error is not None:
+        error: Exception | None = key_use.error
+        if isinstance(error, SignerUnknown):
+            # The application asked for a key it may use, so "signer unknown" would name a credential it never
+            # requested. The refusal names the delegation instead.
+            last = chain.steps[-1]
+            error = DeputyCredentialNotAllowed(delegator=last.official.username, deputy=last.assignee.username,
+                                               delegation_id=delegation.id, credential_id=deputy_credential.id)
+        if error is not None:
             await append_audit(
                 tx, action="policy_denied", actor_type="application", actor_id=application.id,
                 dossier_code=meta.dossier_code, document_sha256=document.sha256,
                 key_id_hex=deputy_credential.key_id_hex if key_use.decision.visible else None,
                 details={"credential_id": deputy_credential.id, "requested_credential_id": query.credential_id,
                          "delegation_id": delegation.id, "rule": key_use.decision.rule_id,
-                         "reason": getattr(key_use.error, "code", key_use.decision.reason),
+                         "reason": getattr(error, "code", key_use.decision.reason),
                          "policy_version": key_use.decision.policy_version},
                 now=now,
             )
-    if key_use.error is not None:
+    if error is not None:
         log.info("sign_request.deputy_policy_denied", application_id=application.id,
-                 credential_id=deputy_credential.id, delegation_id=delegation.id,
-                 code=getattr(key_use.error, "code", None))
-        raise key_use.error
+                 credential_id=deputy_credential.id, delegation_id=delegation.id, code=getattr(error, "code", None))
+        raise error
 
 
 async def _audit_chain(tx: Transaction, chain: ChainPlan, requested_credential: Credential, approvers_named: bool,
