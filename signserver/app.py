@@ -8,6 +8,7 @@ import functools
 import os
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from signserver.api import demo_ca as demo_ca_routes
 from signserver.api import admin, officials, operations, sign_requests
 from signserver.api.validations import setup_validations
 from signserver.web import setup_inbox
+from signserver.web.preview import PRUNE_INTERVAL_SECONDS, preview_cache_root, prune_preview_cache
 from signserver.api.problems import error_middleware
 from signserver.api import webhooks as webhook_routes
 from signserver.cli_output import say
@@ -120,11 +122,20 @@ async def _tsa_for(store: Store, token: hsm.Hsm, settings: Settings) -> TimeStam
 
 
 async def _expiry_sweeper(ctx: CoreContext) -> None:
+    """Expire requests past their deadline, and now and then prune the inbox's cached page images."""
+    cache_root = preview_cache_root(ctx.settings)
+    next_prune = 0.0
     while True:
         try:
             await expire_due_requests(ctx)
         except Exception:  # noqa: BLE001 - the sweeper must outlive a failed round
             log.exception("expiry_sweeper.error")
+        if time.monotonic() >= next_prune:
+            next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+            try:
+                await prune_preview_cache(ctx.store, cache_root)
+            except Exception:  # noqa: BLE001 - a failed pruning is tried again at the next interval
+                log.exception("preview_cache.prune_error", cache_root=str(cache_root))
         await asyncio.sleep(ctx.settings.expiry_sweep_seconds)
 
 

@@ -16,7 +16,7 @@ from signserver.errors import InvalidInput, SignserverError
 from signserver.store.records import Official, SignRequest
 
 from .listing import SORTS, ListingFilter, expiring_soon, filter_and_sort, media_type_of, rows_for
-from .preview import PreviewUnavailable, document_digest_matches, page_image, renders_pages
+from .preview import PreviewUnavailable, document_digest_matches, page_image, preview_cache_root, renders_pages
 from .rendering import core_of, error_text, gettext_of, redirect, render, signed_in
 from .security import check_csrf
 
@@ -34,7 +34,7 @@ OTP_ERROR_CODES = {"otp_invalid", "otp_replayed", "official_locked"}
 
 
 def preview_cache_dir(request: web.Request) -> Path:
-    return request.config_dict["settings"].home / "cache" / "inbox-preview"
+    return preview_cache_root(request.config_dict["settings"])
 
 
 @routes.get("/")

@@ -6,7 +6,9 @@ is shown as it will look when signed. The planned stamp, whose appearance
 and box were resolved at submission (see ``core.stamp_plan``), is drawn onto
 a copy in an incremental update, and the stored original is never written. Pages are
 rendered one at a time with poppler's ``pdftoppm`` and cached under the data
-directory, in a directory named by the request and its digest.
+directory, in a directory named by the request and its digest. The expiry
+sweeper removes, every ``PRUNE_INTERVAL_SECONDS``, the cached pages of
+requests that no longer wait for approval.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import shutil
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from asn1crypto import x509
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.layout import BoxConstraints
 
+from signserver.config import Settings
+from signserver.core.states import PENDING_APPROVAL
 from signserver.errors import SignserverError
 from signserver.signing.appearance import appearance_style
 from signserver.signing.files import READ_CHUNK_BYTES, write_atomically
@@ -32,9 +38,11 @@ from signserver.signing.fonts import stamp_font_path
 from signserver.signing.pdf_inspect import open_pdf_reader, pdf_parse_errors
 from signserver.signing.placement import stamp_from_placement
 from signserver.signing.stamp import StampSpec, stamp_text_params
+from signserver.store.db import Store
 from signserver.store.records import Credential, SignRequest
 
-__all__ = ["PreviewUnavailable", "renders_pages", "document_digest_matches", "page_image"]
+__all__ = ["PreviewUnavailable", "renders_pages", "document_digest_matches", "page_image", "preview_cache_root",
+           "prune_preview_cache", "PRUNE_INTERVAL_SECONDS"]
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +53,10 @@ PDFTOPPM_TIMEOUT_SECONDS = 60
 # The maximum number of pdftoppm processes that one serving process runs at once, so that the pages of a
 # long document wait in turn instead of taking every core from the signing work.
 RENDER_PROCESSES = 2
+# Seconds between two prunings of the cache by the expiry sweeper.
+PRUNE_INTERVAL_SECONDS = 600
+# A request's directory changed more recently than this is kept, so that a page being rendered is not removed.
+PRUNE_MIN_AGE_SECONDS = 600
 
 
 class PreviewUnavailable(Exception):
@@ -53,6 +65,11 @@ class PreviewUnavailable(Exception):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(reason)
+
+
+def preview_cache_root(settings: Settings) -> Path:
+    """Return the directory of cached page images, one subdirectory per request."""
+    return settings.home / "cache" / "inbox-preview"
 
 
 def renders_pages(request: SignRequest) -> bool:
@@ -91,7 +108,7 @@ async def page_image(request: SignRequest, credential: Credential | None, page: 
     if request.page_count is not None and not 1 <= page <= request.page_count:
         raise PreviewUnavailable("page_out_of_range")
 
-    # NOTE: nothing prunes this cache. Deleting the directory is safe, because pages are rendered again on demand.
+    # Pruning removes the directory once the request is decided. A later view renders the pages again.
     directory = cache_root / request.id / request.document_sha256[:32]
     image = directory / f"page-{page}.png"
     if image.is_file():
@@ -191,3 +208,48 @@ async def _run_pdftoppm(pdf: Path, page: int, image: Path) -> None:
                         error=stderr.decode(errors="replace")[:200])
             raise PreviewUnavailable("render_failed")
         rendered.replace(image)
+
+
+async def prune_preview_cache(store: Store, cache_root: Path) -> int:
+    """Remove the cached pages of requests that no longer wait for approval, or no longer exist.
+
+    Returns the number of request directories removed.
+    """
+    loop = asyncio.get_running_loop()
+    candidates = await loop.run_in_executor(None, _directories_unchanged_since, cache_root,
+                                            time.time() - PRUNE_MIN_AGE_SECONDS)
+    if not candidates:
+        return 0
+    async with store.read_only() as tx:
+        states = await tx.sign_request_states(list(candidates))
+    stale = [path for request_id, path in candidates.items() if states.get(request_id) != PENDING_APPROVAL]
+    await loop.run_in_executor(None, _remove_directories, stale)
+    if stale:
+        log.info("inbox.preview_cache_pruned", removed=len(stale), kept=len(candidates) - len(stale))
+    return len(stale)
+
+
+def _directories_unchanged_since(cache_root: Path, before: float) -> dict[str, Path]:
+    """Return the request directories under ``cache_root`` whose newest entry was modified before ``before``."""
+    found: dict[str, Path] = {}
+    try:
+        entries = list(os.scandir(cache_root))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            # Pages are written inside the digest subdirectories, so their times count too.
+            newest = max([entry.stat().st_mtime] + [child.stat().st_mtime for child in os.scandir(entry.path)])
+        except FileNotFoundError:
+            continue  # Removed meanwhile by another process of this node.
+        if newest < before:
+            found[entry.name] = Path(entry.path)
+    return found
+
+
+def _remove_directories(paths: list[Path]) -> None:
+    for path in paths:
+        # Another process of the same node may prune the same directory at the same time.
+        shutil.rmtree(path, ignore_errors=True)

@@ -265,3 +265,27 @@ def test_pages_accessibility_basics(browser_page: "playwright_api.Page", server:
                 screenshot(page, "8-request-640px")
             if width == ZOOMED_WIDTH and path == "/inbox/":
                 screenshot(page, "9-pending-list-640px")
+
+
+def test_later_pages_load_when_scrolled(browser_page: "playwright_api.Page", server: Server, client: Client,
+                                        otp_codes: OtpCodes, tmp_path: Path) -> None:
+    page = browser_page
+    pdf = generate_sample_pdf(tmp_path / "long.pdf", dossier_code="000.00.01.H01-261208-0001", pages=12)
+    response = client.submit(pdf, dossier_code="000.00.01.H01-261208-0001", title="Hồ sơ mười hai trang",
+                             placement={"rect": list(SAMPLE_STAMP_BOX)}, signer=client.official(1)["credential_id"])
+    assert response.status_code == 201, response.text
+    request_id = response.json()["id"]
+    page_images: list[str] = []
+    page.on("request", lambda request: page_images.append(request.url) if "/pages/" in request.url else None)
+    log_in(page, server, client.official(1), otp_codes)
+
+    page.goto(f"{server.url}/inbox/requests/{request_id}")
+    page.wait_for_load_state("networkidle")
+    loaded_at_first = len(page_images)
+    last = page.get_by_role("img", name="Trang 12 / 12")
+    last.scroll_into_view_if_needed()
+    page.wait_for_function("image => image.complete && image.naturalWidth > 0", arg=last.element_handle())
+
+    assert f"{server.url}/inbox/requests/{request_id}/pages/1.png" in page_images
+    assert loaded_at_first < 12, page_images
+    assert f"{server.url}/inbox/requests/{request_id}/pages/12.png" in page_images

@@ -27,8 +27,6 @@ from signserver.core.context import CoreContext
 from signserver.core.states import APPROVED, REJECTED, SIGNED, SIGNING, transition
 from signserver.core.webhooks import new_webhook_secret, signature_headers
 from signserver.store.db import Store
-from signserver.store.migrate import upgrade_to_head
-from signserver.store.records import SignRequest
 from signserver.store.webhooks import (
     NEVER,
     WebhookAttempt,
@@ -44,12 +42,8 @@ from signserver.store.webhooks import (
     webhook_events,
 )
 from signserver.webhook_sender import WebhookSender, retry_delay
-from tests.postgres import new_database_url
+from tests.core.store_helpers import APPLICATION, NOW, QUIET_APPLICATION, new_request, open_seeded_store
 
-NOW = datetime(2026, 12, 5, 3, 0, tzinfo=timezone.utc)
-APPLICATION = "app-webhooks"
-QUIET_APPLICATION = "app-no-webhook"
-CREDENTIAL = "cred-webhooks"
 RETRY_SECONDS = 10
 MAX_DELAY_SECONDS = 3600
 # The sender's clock: a second after the events were written, so that they are due.
@@ -61,38 +55,10 @@ class RolledBack(Exception):
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    url = new_database_url(tmp_path, "outbox.db")
-    upgrade_to_head(url)
-    store = Store(url)
-    async with store.transaction() as tx:
-        await tx.insert_application(id=APPLICATION, name="Một cửa thử", agency="A", api_key_sha256="1" * 64,
-                                    enabled=True, created_at=NOW, webhook_url="http://127.0.0.1:9/hook",
-                                    webhook_secret_wrapped=b"wrapped")
-        await tx.insert_application(id=QUIET_APPLICATION, name="Một cửa khác", agency="A", api_key_sha256="2" * 64,
-                                    enabled=True, created_at=NOW)
-        await tx.insert_credential(
-            id=CREDENTIAL, kind="seal", key_id_hex="01", key_label=CREDENTIAL, key_type="EC", key_size=256,
-            certificate_der=b"\x30\x00", chain_pem="", cert_serial_hex="01", display_name="Cơ quan A", agency="A",
-            status="active", created_at=NOW,
-        )
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await open_seeded_store(tmp_path)
     yield store
     await store.close()
-
-
-async def new_request(store: Store, request_id: str, state: str = "pending_approval",
-                      application_id: str = APPLICATION) -> SignRequest:
-    async with store.transaction() as tx:
-        await tx.insert_sign_request(
-            id=request_id, application_id=application_id, idempotency_key=f"key-{request_id}",
-            fingerprint="f" * 64, dossier_code="000.00.01.H01-261205-0001", title="Giấy xác nhận",
-            credential_id=CREDENTIAL, signature_format="pades", signature_level="B-T", document_name="a.pdf",
-            document_path="/nonexistent/a.pdf", document_sha256="a" * 64, document_size=10, state=state,
-            created_at=NOW, updated_at=NOW, expires_at=NOW + timedelta(hours=1),
-        )
-        request = await tx.sign_request(request_id)
-    assert request is not None
-    return request
 
 
 async def move(store: Store, request_id: str, to_state: str, now: datetime = NOW, **values: object) -> None:
