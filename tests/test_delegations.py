@@ -212,8 +212,11 @@ def test_deputy_key_outside_policy_rejected(sample_pdf: Path, tmp_path: Path) ->
     assert created.status_code == 201, created.text
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "deputy_credential_not_allowed"
-    assert DEPUTY_CREDENTIAL in response.json()["detail"]
+    assert DEPUTY in response.json()["detail"]
     assert created.json()["id"] in response.json()["detail"]
+    # The policy hides the deputy's key from the application, so only the audit record names it.
+    assert DEPUTY_CREDENTIAL not in response.text
+    assert audit[0]["details"]["credential_id"] == DEPUTY_CREDENTIAL
     assert [record["action"] for record in audit] == ["policy_denied"]
     assert audit[0]["details"]["reason"] == "deputy_credential_not_allowed"
     assert audit[0]["details"]["requested_credential_id"] == LEADER_CREDENTIAL

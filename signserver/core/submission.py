@@ -511,10 +511,10 @@ async def _check_deputy_key_use(ctx: CoreContext, application: Application, meta
         error: Exception | None = key_use.error
         if isinstance(error, SignerUnknown):
             # The application asked for a key it may use, so "signer unknown" would name a credential it never
-            # requested. The refusal names the delegation instead.
+            # requested. The refusal names the delegation, and only the audit record names the hidden key.
             last = chain.steps[-1]
             error = DeputyCredentialNotAllowed(delegator=last.official.username, deputy=last.assignee.username,
-                                               delegation_id=delegation.id, credential_id=deputy_credential.id)
+                                               delegation_id=delegation.id)
         if error is not None:
             await append_audit(
                 tx, action="policy_denied", actor_type="application", actor_id=application.id,
