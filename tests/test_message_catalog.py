@@ -15,6 +15,6 @@ def test_vietnamese_time_in_vietnam_zone() -> None:
     assert "lúc 05/12/2026 18:35:07 (UTC+07:00)" in text
 
 
-def test_english_message_keeps_values() -> None:
+def test_english_time_iso_in_vietnam_offset() -> None:
     text = message("request_expired", "en", {"request_id": "req_1", "expired_at": "2026-12-05T11:35:07+00:00"})
-    assert "expired at 2026-12-05T11:35:07+00:00" in text
+    assert "expired at 2026-12-05T18:35:07+07:00" in text

@@ -77,17 +77,32 @@ _VIETNAMESE_STATES = {
 VIETNAM_TIME = timezone(timedelta(hours=7))
 
 
-def _vietnamese_time(value: Any) -> Any:
-    """Return an ISO 8601 time as Vietnam time ("05/12/2026 18:29:07 (UTC+07:00)"), or the value unchanged."""
+def _aware_time(value: Any) -> datetime | None:
+    """Return ``value`` parsed as an ISO 8601 time with an offset, or None for any other value."""
     if not isinstance(value, str):
-        return value
+        return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        return value
-    return parsed.astimezone(VIETNAM_TIME).strftime("%d/%m/%Y %H:%M:%S (UTC+07:00)")
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _vietnamese_time(value: Any) -> Any:
+    """Return an ISO 8601 time as Vietnam time ("05/12/2026 18:29:07 (UTC+07:00)"), or the value unchanged."""
+    parsed = _aware_time(value)
+    return parsed.astimezone(VIETNAM_TIME).strftime("%d/%m/%Y %H:%M:%S (UTC+07:00)") if parsed else value
+
+
+def _english_time(value: Any) -> Any:
+    """Return an ISO 8601 time at Vietnam's offset ("2026-12-05T18:29:07+07:00"), or the value unchanged."""
+    parsed = _aware_time(value)
+    return parsed.astimezone(VIETNAM_TIME).isoformat() if parsed else value
+
+
+def _english_params(params: dict[str, Any]) -> dict[str, Any]:
+    # Still ISO 8601, for integrators, but at the offset that forms and lists in the inbox use.
+    return {name: _english_time(value) if name.endswith("_at") else value for name, value in params.items()}
 
 
 def _vietnamese_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -107,4 +122,6 @@ def message(code: str, language: str, params: dict[str, Any] | None = None) -> s
     values = params or {}
     if template is entry[DEFAULT_LANGUAGE]:
         values = _vietnamese_params(values)
+    else:
+        values = _english_params(values)
     return string.Formatter().vformat(template, (), _KeepMissing(values))
