@@ -260,6 +260,33 @@ def test_detail_shows_digest_and_page_images(inbox: InboxSession, client: Client
     assert image.content.startswith(b"\x89PNG")
 
 
+def test_rejected_request_page_says_not_signed(inbox: InboxSession, client: Client, sample_pdf: Path) -> None:
+    request_id = submit_pdf(client, sample_pdf)
+    pending = inbox.get(f"/inbox/requests/{request_id}")
+    rejected = inbox.post(f"/inbox/requests/{request_id}/reject", {"reason": "Sai họ tên", "csrf_token": inbox.csrf()})
+    page = inbox.get(f"/inbox/requests/{request_id}")
+
+    assert rejected.status_code in (200, 303)
+    assert "Yêu cầu này sẽ không được ký" not in pending.text
+    assert "Yêu cầu này sẽ không được ký" in page.text
+    assert "Các trang như sẽ hiển thị sau khi ký" not in page.text
+    # The deadline stays on the page after the decision, without the time left.
+    assert "Hạn phê duyệt" in page.text
+    assert "còn lại:" not in page.text
+
+
+def test_long_document_pager_above_and_below(inbox: InboxSession, client: Client, tmp_path: Path) -> None:
+    request_id = submit_pdf(client, generate_sample_pdf(tmp_path / "long.pdf", pages=25))
+    first_view = inbox.get(f"/inbox/requests/{request_id}")
+    second_view = inbox.get(f"/inbox/requests/{request_id}", params={"from": "21"})
+
+    assert first_view.text.count('href="?from=21"') == 2
+    assert 'alt="Trang 20 / 25"' in first_view.text
+    assert 'alt="Trang 21 / 25"' not in first_view.text
+    assert second_view.text.count('href="?from=1"') == 2
+    assert 'alt="Trang 25 / 25"' in second_view.text
+
+
 def test_changed_document_not_rendered(inbox: InboxSession, client: Client, server: Server,
                                        sample_pdf: Path) -> None:
     request_id = submit_pdf(client, sample_pdf)
