@@ -44,9 +44,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, di
 
 
 def test_operator_sets_webhook_and_requeues_abandoned_event(setup: tuple[Server, dict[str, Any], Receiver],
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, otp_codes: OtpCodes) -> None:
     server, credentials, receiver = setup
-    otp = OtpCodes()
+    otp = otp_codes
     session = cli_login(server.home, credentials["security_officers"][0], otp)
     application_id = credentials["application"]["id"]
 
@@ -96,3 +96,32 @@ def test_operator_sets_webhook_and_requeues_abandoned_event(setup: tuple[Server,
     assert audit[-3:] == [("application_enrolled",), ("application_webhook_set",), ("webhook_event_requeued",)]
     assert secret[6:] not in audit_text
     assert json.loads(added.stdout)["webhook_secret"][6:] not in audit_text
+
+
+def test_requeue_without_url_refused(setup: tuple[Server, dict[str, Any], Receiver], tmp_path: Path,
+                                     otp_codes: OtpCodes) -> None:
+    server, credentials, receiver = setup
+    # The session's code source, so that this login does not reuse the previous test's TOTP step.
+    otp = otp_codes
+    session = cli_login(server.home, credentials["security_officers"][0], otp)
+    application_id = credentials["application"]["id"]
+    set_result = run_cli(server.home, "webhooks", "set", application_id, "--url", receiver.url, session=session)
+    receiver.failing = True
+    try:
+        request_id = submit(Client(server, credentials, otp), generate_sample_pdf(tmp_path / "in.pdf"), level="B-B")
+        reject(Client(server, credentials, otp), request_id)
+        abandoned_query = "SELECT id FROM webhook_events WHERE request_id = ? AND abandoned_at IS NOT NULL"
+        wait_for(lambda: bool(query(server.home, abandoned_query, (request_id,))), "the event abandoned")
+    finally:
+        receiver.failing = False
+    event_id = query(server.home, abandoned_query, (request_id,))[0][0]
+    removed = run_cli(server.home, "webhooks", "remove", application_id, session=session)
+    requeued = run_cli(server.home, "webhooks", "requeue", event_id, session=session)
+    still_abandoned = query(server.home, abandoned_query, (request_id,))
+
+    assert set_result.returncode == 0, set_result.stderr
+    assert removed.returncode == 0, removed.stderr
+    assert requeued.returncode == 2
+    assert requeued.stderr.startswith(f"Hệ thống một cửa {application_id} không còn địa chỉ webhook")
+    assert "signserver webhooks set" in requeued.stderr
+    assert still_abandoned == [(event_id,)]

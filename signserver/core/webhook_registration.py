@@ -22,6 +22,7 @@ from signserver.store.records import Application, Official
 from signserver.store.webhooks import (
     WebhookAttempt,
     WebhookEvent,
+    application_webhook_url,
     requeue_webhook_event,
     set_application_webhook,
     webhook_attempts,
@@ -38,6 +39,7 @@ __all__ = [
     "ApplicationNotFound",
     "WebhookEventNotFound",
     "WebhookEventNotAbandoned",
+    "WebhookUrlMissing",
     "RegisteredWebhook",
     "EventWithAttempts",
     "EVENT_STATUSES",
@@ -66,6 +68,12 @@ class WebhookEventNotFound(NotFound):
 
 class WebhookEventNotAbandoned(Conflict):
     code = "webhook_event_not_abandoned"
+
+
+class WebhookUrlMissing(Conflict):
+    """The event's application has no webhook URL, so a requeued event would be abandoned again."""
+
+    code = "webhook_url_missing"
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,9 @@ async def requeue_event(ctx: CoreContext, officer: Official, event_id: str) -> W
         event = await webhook_event(tx, event_id)
         if event is None:
             raise WebhookEventNotFound(event_id=event_id)
+        if event.delivered_at is None and await application_webhook_url(tx, event.application_id) is None:
+            log.info("webhook.requeue_without_url", event_id=event_id, application_id=event.application_id)
+            raise WebhookUrlMissing(event_id=event_id, application_id=event.application_id)
         if not await requeue_webhook_event(tx, event_id, now):
             state = "delivered" if event.delivered_at is not None else "pending"
             raise WebhookEventNotAbandoned(event_id=event_id, state=state)
