@@ -154,8 +154,12 @@ class OtpCodes:
                 return totp.generate_otp(step)
             time.sleep(30 - time.time() % 30 + 0.2)
 
-    def mark_used_now(self, secret: str) -> None:
-        self.used.setdefault(secret, set()).add(int(time.time()) // 30)
+    def mark_used_since(self, secret: str, started: float) -> None:
+        """Mark as used every step from the one at ``started`` (a time.time() value) to the current one.
+
+        A process that computed its own code between those times may have used any of them.
+        """
+        self.used.setdefault(secret, set()).update(range(int(started) // 30, int(time.time()) // 30 + 1))
 
 
 class Client:
