@@ -118,6 +118,7 @@ def test_requeue_without_url_refused(setup: tuple[Server, dict[str, Any], Receiv
     removed = run_cli(server.home, "webhooks", "remove", application_id, session=session)
     requeued = run_cli(server.home, "webhooks", "requeue", event_id, session=session)
     still_abandoned = query(server.home, abandoned_query, (request_id,))
+    unknown_application = run_cli(server.home, "webhooks", "events", "--app", "app-khong-co", session=session)
 
     assert set_result.returncode == 0, set_result.stderr
     assert removed.returncode == 0, removed.stderr
@@ -125,3 +126,5 @@ def test_requeue_without_url_refused(setup: tuple[Server, dict[str, Any], Receiv
     assert requeued.stderr.startswith(f"Hệ thống một cửa {application_id} không còn địa chỉ webhook")
     assert "signserver webhooks set" in requeued.stderr
     assert still_abandoned == [(event_id,)]
+    assert unknown_application.returncode == 2
+    assert unknown_application.stderr.startswith("Không tìm thấy hệ thống một cửa app-khong-co")

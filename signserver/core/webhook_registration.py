@@ -169,6 +169,9 @@ async def list_webhook_events(ctx: CoreContext, person: Official, status: str, *
     if status not in EVENT_STATUSES:
         raise InvalidInput("field_invalid", field="status", reason=f"use one of {', '.join(EVENT_STATUSES)}")
     async with ctx.store.read_only() as tx:
+        # An unknown id would list nothing, which reads as "no events" for a real application.
+        if application_id is not None and await tx.application(application_id) is None:
+            raise ApplicationNotFound(application_id=application_id)
         events = await webhook_events(tx, status=status, application_id=application_id, request_id=request_id,
                                       limit=limit)
         attempts = await webhook_attempts(tx, [event.id for event in events])
