@@ -211,8 +211,29 @@ def test_other_digest_refuses_batch(inbox: InboxSession, client: Client, otp_cod
     assert "mã OTP chưa bị dùng" in rejected.text
     assert state_after_rejection == "pending_approval"
     # The rejected batch did not spend the code, so it still approves the request.
-    assert approved.status_code == 200
+    assert approved.status_code == 303
+    assert approved.headers["Location"].startswith("/inbox/approvals/")
     assert client.wait_final(request_id)["state"] == "signed"
+
+
+def test_approval_result_only_for_approver(inbox: InboxSession, server: Server, client: Client,
+                                           otp_codes: OtpCodes, sample_pdf: Path) -> None:
+    request_id = submit_pdf(client, sample_pdf)
+    digest = hashlib.sha256(sample_pdf.read_bytes()).hexdigest()
+    approved = inbox.approve([request_id], [digest], otp_codes.next(client.official(0)["totp_secret"]))
+    location = approved.headers["Location"]
+    result = inbox.get(location)
+    shown_again = inbox.get(location)
+    other_official = InboxSession(server, client.official(1), otp_codes).login().get(location)
+    unknown = inbox.get("/inbox/approvals/apr_unknown")
+
+    assert approved.status_code == 303
+    assert result.status_code == 200
+    assert f'href="/inbox/requests/{request_id}"' in result.text
+    assert "Đang ký" in result.text
+    assert shown_again.text.count('class="approved-row"') == 1
+    assert other_official.status_code == 404
+    assert unknown.status_code == 404
 
 
 def test_five_wrong_codes_lock_approvals(server: Server, client: Client, otp_codes: OtpCodes,
@@ -311,11 +332,15 @@ def test_non_pdf_request_shows_file_facts(inbox: InboxSession, client: Client) -
     assert "<img" not in page.text
 
 
-def test_english_pages_when_chosen(inbox: InboxSession, server: Server) -> None:
+def test_english_pages_when_chosen(inbox: InboxSession, server: Server, client: Client, sample_pdf: Path) -> None:
     chosen = requests.get(f"{server.url}/inbox/language", params={"lang": "en", "next": "/inbox/"},
                           allow_redirects=False, timeout=30)
     language_cookie = set_cookies(chosen)["lang"].value
     english = inbox.get("/inbox/", cookies={"lang": language_cookie})
+    request_id = submit_pdf(client, sample_pdf)
+    english_request = inbox.get(f"/inbox/requests/{request_id}", cookies={"lang": language_cookie})
+    vietnamese_request = inbox.get(f"/inbox/requests/{request_id}")
+    size = sample_pdf.stat().st_size
     preferred = requests.get(f"{server.url}/inbox/login", headers={"Accept-Language": "en-GB,en;q=0.9"}, timeout=30)
     default = requests.get(f"{server.url}/inbox/login", timeout=30)
     assert chosen.status_code == 303
@@ -325,6 +350,10 @@ def test_english_pages_when_chosen(inbox: InboxSession, server: Server) -> None:
     assert "Log in to the officials' inbox" in preferred.text
     assert '<html lang="vi">' in default.text
     assert "Đăng nhập hộp thư của cán bộ" in default.text
+    # Thousands separated by a comma in English and by a dot in Vietnamese.
+    assert size >= 1000
+    assert f"{size:,} bytes" in english_request.text
+    assert f"{size:,}".replace(",", ".") + " byte" in vietnamese_request.text
 
 
 def test_auditor_cannot_use_inbox(server: Server, credentials: dict[str, Any], otp_codes: OtpCodes) -> None:

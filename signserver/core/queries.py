@@ -107,6 +107,16 @@ async def request_for_official(ctx: CoreContext, official: Official, request_id:
     return request
 
 
+async def approval_of_official(ctx: CoreContext, official: Official, approval_id: str) -> list[SignRequest] | None:
+    """Return the requests of an approval that ``official`` made, or None when they made no such approval."""
+    async with ctx.store.read_only() as tx:
+        request_ids = await tx.approval_request_ids(approval_id, official.id)
+        if request_ids is None:
+            return None
+        found = [await tx.sign_request(request_id) for request_id in request_ids]
+    return [request for request in found if request is not None]
+
+
 async def requests_for_official(ctx: CoreContext, official: Official, states: list[str] | None,
                                 limit: int = 100) -> list[SignRequest]:
     """Return the requests whose ``approver_official_id`` is ``official``, oldest first.

@@ -570,6 +570,17 @@ class Transaction:
             [{"approval_id": approval_id, "request_id": rid, "document_sha256": digest} for rid, digest in items],
         )
 
+    async def approval_request_ids(self, approval_id: str, official_id: str) -> list[str] | None:
+        """Return the ids of the requests in ``official_id``'s approval, or None when they made no such approval."""
+        approval = await self._one(select(t.approvals.c.id).where(
+            t.approvals.c.id == approval_id, t.approvals.c.official_id == official_id))
+        if approval is None:
+            return None
+        items = t.approval_items.c
+        result = await self.connection.execute(
+            select(items.request_id).where(items.approval_id == approval_id).order_by(items.request_id))
+        return [row.request_id for row in result]
+
     # Audit trail
     async def audit_head(self) -> tuple[int, str] | None:
         statement = _AUDIT_HEAD if self.is_sqlite else _AUDIT_HEAD_FOR_UPDATE

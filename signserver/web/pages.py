@@ -1,10 +1,15 @@
-"""The inbox's pages of sign requests: pending list, detail with preview, confirm and approve, reject, history."""
+"""The inbox's pages of sign requests: pending list, detail with preview, confirm and approve, reject, history.
+
+An approval responds with a redirect to its result page, ``/inbox/approvals/{id}``, which only the approving
+official can open.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import structlog
 from aiohttp import web
 
 from signserver.api.problems import status_for
@@ -21,6 +26,8 @@ from .rendering import core_of, error_text, gettext_of, redirect, render, signed
 from .security import check_csrf
 
 __all__ = ["routes", "preview_cache_dir"]
+
+log = structlog.get_logger(__name__)
 
 routes = web.RouteTableDef()
 
@@ -180,9 +187,24 @@ async def approve(request: web.Request) -> web.Response:
 
     for ready in approval.ready_to_sign:
         request.config_dict["signing_queue"].submit(ready.id)
-    rows = await rows_for(ctx, approval.requests, utc_now())
-    ready_ids = {ready.id for ready in approval.ready_to_sign}
-    return render(request, "approved.html", {"rows": rows, "ready_ids": ready_ids, "approval_id": approval.id})
+    # Redirected, so that reloading the result does not post the spent code again.
+    return redirect(f"/inbox/approvals/{approval.id}")
+
+
+@routes.get("/approvals/{approval_id}")
+async def approval_result(request: web.Request) -> web.Response:
+    official = await signed_in(request)
+    ctx = core_of(request)
+    approval_id = request.match_info["approval_id"]
+    approved = await queries.approval_of_official(ctx, official, approval_id)
+    if approved is None:
+        # Another official's approval gets the same 404 as an unknown id.
+        log.info("inbox.approval_not_found", approval_id=approval_id, official_id=official.id)
+        raise web.HTTPNotFound()
+    rows = await rows_for(ctx, approved, utc_now())
+    # A request records its final approval. An approval of an earlier step passed it to the next approver.
+    ready_ids = {found.id for found in approved if found.approval_id == approval_id}
+    return render(request, "approved.html", {"rows": rows, "ready_ids": ready_ids, "approval_id": approval_id})
 
 
 @routes.post("/requests/{request_id}/reject")

@@ -128,7 +128,10 @@ def test_batch_approval_and_rejection(browser_page: "playwright_api.Page", serve
 
     page.get_by_label("Mã OTP").fill(otp_codes.next(official["totp_secret"], valid_for=10))
     page.get_by_role("button", name="Phê duyệt 3 yêu cầu").click()
-    page.wait_for_url(f"{server.url}/inbox/approve")
+    page.wait_for_url(f"{server.url}/inbox/approvals/*")
+    assert page.locator("tr.approved-row").count() == 3, page.locator("main").inner_text()
+    # The result is a page of its own: reloading it shows the approval again without posting the code.
+    page.reload()
     assert page.locator("tr.approved-row").count() == 3, page.locator("main").inner_text()
     screenshot(page, "4-approved")
 
@@ -202,7 +205,7 @@ def test_keyboard_only_approval(browser_page: "playwright_api.Page", server: Ser
     press_tab_until(page, "otp")
     page.keyboard.type(otp_codes.next(official["totp_secret"], valid_for=10))
     page.keyboard.press("Enter")
-    page.wait_for_url(f"{server.url}/inbox/approve")
+    page.wait_for_url(f"{server.url}/inbox/approvals/*")
     assert page.locator("tr.approved-row").count() == 1, page.locator("main").inner_text()
     screenshot(page, "7-keyboard-approved")
     assert client.wait_final(request_id)["state"] == "signed"
