@@ -53,8 +53,6 @@ def test_chain_specialist_then_leader_signs(service: ChainService, sample_pdf: P
     created = submit(service, sample_pdf, approvers=[SPECIALIST])
     request_id = created["id"]
     assert created["signer"]["approver_official_id"] == official_id(service, SPECIALIST)
-    assert [(step["assignee"]["username"], step["state"]) for step in created["approval_chain"]] == [
-        (SPECIALIST, "current"), (LEADER, "waiting")]
     assert request_id in service.pending_ids(SPECIALIST)
     assert request_id not in service.pending_ids(LEADER)
     assert service.inbox_item(LEADER, request_id).status_code == 404

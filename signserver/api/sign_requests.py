@@ -57,8 +57,7 @@ async def create_sign_request(request: web.Request) -> web.Response:
         if document is not None:
             document.path.unlink(missing_ok=True)
     status = 201 if created else 200
-    chain = await queries.approval_chain(ctx, sign_request.id)
-    return web.json_response(sign_request_json(sign_request, chain=chain), status=status,
+    return web.json_response(sign_request_json(sign_request), status=status,
                              headers={"Location": f"/api/v1/sign-requests/{sign_request.id}"})
 
 
