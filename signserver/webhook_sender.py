@@ -129,6 +129,9 @@ class WebhookSender:
 
     async def deliver_due(self) -> int:
         """Claim the due events, post them, and store each outcome. Returns how many were claimed."""
+        if self._session is None:
+            # Raised before any claim, so that the mistake is not recorded as a failed delivery attempt.
+            raise RuntimeError("WebhookSender.deliver_due called outside 'async with sender'")
         now = self.ctx.clock()
         # Read-only first: on SQLite, a poll that finds nothing does not take the write lock.
         async with self.ctx.store.read_only() as tx:
@@ -160,8 +163,7 @@ class WebhookSender:
             body = event.payload_json.encode()
             headers = signature_headers(key, event.id, int(self.ctx.clock().timestamp()), body)
             headers["Content-Type"] = "application/json"
-            if self._session is None:
-                raise RuntimeError("WebhookSender.deliver_due called outside 'async with sender'")
+            assert self._session is not None  # checked by deliver_due
             async with self._session.post(delivery.webhook_url, data=body, headers=headers,
                                           allow_redirects=False) as response:
                 status = response.status

@@ -108,7 +108,8 @@ async def page_image(request: SignRequest, credential: Credential | None, page: 
     if request.page_count is not None and not 1 <= page <= request.page_count:
         raise PreviewUnavailable("page_out_of_range")
 
-    # Pruning removes the directory once the request is decided. A later view renders the pages again.
+    # The expiry sweeper removes the directory once the request is decided and the directory has been untouched
+    # for PRUNE_MIN_AGE_SECONDS (prune_preview_cache). A later view renders the pages again.
     directory = cache_root / request.id / request.document_sha256[:32]
     image = directory / f"page-{page}.png"
     if image.is_file():
