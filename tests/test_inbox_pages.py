@@ -276,6 +276,9 @@ def test_detail_shows_digest_and_page_images(inbox: InboxSession, client: Client
     image = inbox.get(f"/inbox/requests/{request_id}/pages/2.png")
     assert hashlib.sha256(sample_pdf.read_bytes()).hexdigest() in page.text
     assert 'alt="Trang 2 / 2"' in page.text
+    # One decision form, outside the <title>.
+    assert page.text.count('id="reason"') == 1
+    assert re.search(r"<title>[^<]*</title>", page.text)
     assert "Chữ ký số sẽ được đặt ở trang" in page.text
     assert image.status_code == 200
     assert image.content.startswith(b"\x89PNG")
